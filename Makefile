@@ -1,0 +1,83 @@
+# wsgate build. `make` builds build/wsgate; `make test` installs what is
+# missing, builds and runs every suite; `make asan` does the same under
+# AddressSanitizer + UndefinedBehaviorSanitizer.
+
+CXX      ?= g++
+BUILD    ?= build
+PKGS     := libevent_core libevent_openssl libevent_pthreads openssl fmt libxxhash tomlplusplus
+OPTFLAGS ?= -O2 -g
+SANFLAGS ?=
+
+# Recursive assignment: pkg-config runs when a recipe needs it, i.e. after
+# `make test` has run scripts/install-deps.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS))
+CXXFLAGS   = -std=c++20 $(OPTFLAGS) $(SANFLAGS) -Wall -Wextra -Werror -MMD -MP -Iproxy $(PKG_CFLAGS)
+LDFLAGS    = $(SANFLAGS)
+LDLIBS     = $(PKG_LIBS) -lpthread
+
+LIB_SRCS  := $(filter-out proxy/main.cpp,$(shell find proxy -name '*.cpp' | sort))
+UNIT_SRCS := $(sort $(wildcard tests/unit/*.cpp))
+LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
+UNIT_OBJS := $(UNIT_SRCS:%.cpp=$(BUILD)/%.o)
+
+.PHONY: all unit test check asan clean deps demo fuzz fuzz-build
+all: $(BUILD)/wsgate
+
+$(BUILD)/libwsgate.a: $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/wsgate: $(BUILD)/proxy/main.o $(BUILD)/libwsgate.a
+	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/unit_tests: $(UNIT_OBJS) $(BUILD)/libwsgate.a
+	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+unit: $(BUILD)/unit_tests
+
+$(BUILD)/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c -o $@ $<
+
+deps:
+	scripts/install-deps
+
+# Builds and runs every suite; prints one final `N passed, N failed` line.
+check: all unit
+	scripts/run-tests $(BUILD)
+
+test: deps
+	$(MAKE) check
+
+asan: deps
+	$(MAKE) check BUILD=build-asan OPTFLAGS="-O1 -g -fno-omit-frame-pointer" \
+		SANFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
+
+# libFuzzer targets: tests/fuzz/fuzz_NAME.cpp defines LLVMFuzzerTestOneInput
+# and links the library built by clang with ASan + UBSan; seeds live in
+# tests/fuzz/corpus/NAME/ and an optional dictionary in tests/fuzz/NAME.dict.
+FUZZ_SECONDS ?= 20
+FUZZ_SRCS    := $(sort $(wildcard tests/fuzz/fuzz_*.cpp))
+FUZZ_BUILD   := build-fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_BINS    := $(FUZZ_SRCS:tests/fuzz/%.cpp=$(FUZZ_BUILD)/%)
+
+fuzz-build: deps
+	scripts/install-deps clang libclang-rt-14-dev
+	$(MAKE) $(FUZZ_BUILD)/libwsgate.a BUILD=$(FUZZ_BUILD) CXX=clang++ \
+		SANFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN)"
+	$(MAKE) $(FUZZ_BINS) BUILD=$(FUZZ_BUILD) CXX=clang++
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.cpp $(FUZZ_BUILD)/libwsgate.a
+	$(CXX) -std=c++20 -O1 -g -Iproxy $(PKG_CFLAGS) -fsanitize=fuzzer $(FUZZ_SAN) \
+		-o $@ $< $(FUZZ_BUILD)/libwsgate.a $(LDLIBS)
+
+# Runs every target for FUZZ_SECONDS; any crash fails.
+fuzz: fuzz-build
+	scripts/fuzz $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+clean:
+	rm -rf build build-*
+
+-include $(LIB_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) $(BUILD)/proxy/main.d

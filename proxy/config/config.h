@@ -1,0 +1,141 @@
+// wsgate configuration: a TOML file decoded, validated and turned into an
+// immutable Config. Parsing never touches sockets; a reload builds a new
+// Config beside the old one and swaps it only when it is valid.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "balance/chash.h"
+
+namespace config {
+
+using Duration = std::chrono::milliseconds;
+
+// A numeric socket address: "1.2.3.4:80", "[::1]:80", "0.0.0.0:8080", "[::]:8080".
+struct SocketAddress {
+    sockaddr_storage storage{};
+    socklen_t length = 0;
+    std::string text;  // as written in the file, normalised ("[::1]:80")
+};
+
+// Parses "IPV4:PORT" or "[IPV6]:PORT" (port 0..65535). Host names are not
+// resolved: a proxy must not depend on DNS at start. Returns false when invalid.
+bool parse_socket_address(std::string_view text, SocketAddress& out);
+
+// Parses "250ms", "30s", "5m", "1h" (a non-negative integer and a unit). "0s" is zero.
+bool parse_duration(std::string_view text, Duration& out);
+
+struct ServerSection {
+    unsigned workers = 0;              // 0 = one per core (resolved at start)
+    std::uint64_t max_connections = 100000;
+    Duration drain_timeout = std::chrono::seconds(30);
+};
+
+enum class LogFormat { Json, Text };
+enum class LogLevel { Debug, Info, Warn, Error };
+
+struct LogSection {
+    std::string access = "-";  // path, "-" = stdout, "" = off
+    LogFormat format = LogFormat::Json;
+    std::string error = "-";   // path or "-" = stderr
+    LogLevel level = LogLevel::Info;
+};
+
+struct AdminSection {
+    std::optional<SocketAddress> listen;  // absent = no admin endpoint
+};
+
+struct Listener {
+    SocketAddress listen;
+};
+
+struct Timeouts {
+    Duration handshake = std::chrono::seconds(10);
+    Duration connect = std::chrono::seconds(5);
+    Duration idle = std::chrono::minutes(5);  // 0 = off
+};
+
+enum class HeartbeatPeers { Client, Backend, Both };
+
+struct Heartbeat {
+    Duration interval = std::chrono::seconds(30);  // 0 = off
+    Duration timeout = std::chrono::seconds(10);
+    HeartbeatPeers peers = HeartbeatPeers::Client;
+};
+
+struct Limits {
+    std::uint64_t max_header_bytes = 16384;
+    std::uint64_t max_message_bytes = 0;       // 0 = unlimited
+    std::uint64_t max_connections_per_ip = 0;  // 0 = unlimited
+    std::uint64_t buffer_bytes = 262144;       // high watermark per direction
+};
+
+struct Route {
+    std::string path_prefix = "/";
+    std::string host;  // "" = any; "*.example.com" matches one or more labels
+    std::string pool;
+    std::size_t pool_index = 0;  // filled by validation: index into Config::pools
+};
+
+struct Backend {
+    SocketAddress address;
+    std::uint32_t weight = 1;
+    std::string id;  // defaults to address.text
+};
+
+struct Pool {
+    std::string name;
+    chash::KeySpec hash;
+    chash::Algorithm algorithm = chash::Algorithm::Ring;
+    double balance_factor = 0.0;  // > 1 enables bounded loads
+    std::vector<Backend> backends;
+};
+
+struct Config {
+    std::string source_path;
+    ServerSection server;
+    LogSection log;
+    AdminSection admin;
+    std::vector<Listener> listeners;
+    Timeouts timeouts;
+    Heartbeat heartbeat;
+    Limits limits;
+    std::vector<Route> routes;
+    std::vector<Pool> pools;
+
+    // The route for a request, or nullptr (-> 404): among the routes whose
+    // host matches <host> (port stripped, case-insensitive; "" matches any),
+    // the longest path_prefix that is a prefix of <path>; an exact host beats
+    // a wildcard, a wildcard beats "".
+    const Route* match_route(std::string_view host, std::string_view path) const;
+};
+
+// One problem in a file: "FILE:LINE:COL: message".
+struct Error {
+    std::string file;
+    unsigned line = 0;
+    unsigned column = 0;
+    std::string message;
+    std::string to_string() const;
+};
+
+using LoadResult = std::variant<std::shared_ptr<const Config>, std::vector<Error>>;
+
+// Reads, decodes and validates <path>. All errors of the file are returned,
+// not only the first: unknown keys, wrong types, bad values, duplicates,
+// dangling references.
+LoadResult load_file(const std::string& path);
+
+// The same for text already in memory; <name> is used as FILE in errors.
+LoadResult load_string(std::string_view text, const std::string& name);
+
+}  // namespace config
