@@ -1,0 +1,69 @@
+#include "runtime/forward.h"
+
+#include <fmt/format.h>
+
+namespace forward {
+
+namespace {
+
+bool replaced_by_proxy(std::string_view name) {
+    return http1::iequals(name, "x-forwarded-for") || http1::iequals(name, "x-forwarded-proto") ||
+           http1::iequals(name, "x-forwarded-host") || http1::iequals(name, "x-request-id");
+}
+
+void append_header(std::string& out, std::string_view name, std::string_view value) {
+    out.append(name);
+    out.append(": ");
+    out.append(value);
+    out.append("\r\n");
+}
+
+}  // namespace
+
+std::string build_request_head(const http1::RequestHead& request, const ClientFacts& facts) {
+    std::string out;
+    out.reserve(512 + request.headers.size() * 48);
+    out.append(request.method);
+    out.push_back(' ');
+    out.append(request.target);
+    out.append(request.version_minor == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n");
+
+    std::string forwarded_for;
+    for (const http1::Header& h : request.headers) {
+        if (!replaced_by_proxy(h.name)) {
+            append_header(out, h.name, h.value);
+        } else if (http1::iequals(h.name, "x-forwarded-for") && !h.value.empty()) {
+            if (!forwarded_for.empty()) forwarded_for.append(", ");
+            forwarded_for.append(h.value);
+        }
+    }
+    if (!forwarded_for.empty()) forwarded_for.append(", ");
+    forwarded_for.append(facts.client_ip);
+    append_header(out, "X-Forwarded-For", forwarded_for);
+    append_header(out, "X-Forwarded-Proto", facts.proto);
+    if (const http1::Header* host = request.find("host")) append_header(out, "X-Forwarded-Host", host->value);
+    append_header(out, "X-Request-Id", facts.request_id);
+    out.append("\r\n");
+    return out;
+}
+
+std::string error_response(int status, std::string_view body, std::string_view extra_headers) {
+    return fmt::format(
+        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n"
+        "Connection: close\r\n{}\r\n{}\n",
+        status, http1::reason_phrase(status), body.size() + 1, extra_headers, body);
+}
+
+bool acceptable_request_id(std::string_view id) {
+    if (id.empty() || id.size() > 128) return false;
+    for (char c : id) {
+        if (c <= ' ' || c >= 0x7f || c == '"' || c == '\\') return false;
+    }
+    return true;
+}
+
+std::string format_request_id(std::uint64_t high, std::uint64_t low) {
+    return fmt::format("{:016x}{:016x}", high, low);
+}
+
+}  // namespace forward

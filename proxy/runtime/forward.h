@@ -1,0 +1,37 @@
+// Pure helpers for the handshake path: the request head sent to a back end,
+// the short responses the proxy answers with itself, request ids.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "protocol/http1.h"
+
+namespace forward {
+
+struct ClientFacts {
+    std::string_view client_ip;   // the address the proxy sees (or trusts)
+    std::string_view proto;       // "http" or "https"
+    std::string_view request_id;  // kept from the client or generated
+};
+
+// The head forwarded to a back end: the request line and every header as the
+// client sent them (order kept), except that X-Forwarded-For gets
+// <client_ip> appended, and X-Forwarded-Proto, X-Forwarded-Host (the Host)
+// and X-Request-Id are set by the proxy (client copies replaced).
+std::string build_request_head(const http1::RequestHead& request, const ClientFacts& facts);
+
+// "HTTP/1.1 <status> <phrase>" with Content-Type text/plain, Content-Length,
+// Connection: close, <extra_headers> (each "Name: value\r\n"), and <body>
+// followed by a newline.
+std::string error_response(int status, std::string_view body, std::string_view extra_headers = {});
+
+// A client-supplied X-Request-Id is kept when it is 1..128 visible ASCII
+// characters without separators that would break a log line.
+bool acceptable_request_id(std::string_view id);
+
+// 32 lowercase hex digits from two 64-bit random values.
+std::string format_request_id(std::uint64_t high, std::uint64_t low);
+
+}  // namespace forward

@@ -1,0 +1,70 @@
+// A configuration generation: the validated Config plus what the runtime
+// builds from it once (hash tables per pool, shared back-end state). Immutable
+// after build except for the atomics in BackendState, which are shared by
+// every worker and carried over to the next generation for back ends that
+// keep their id.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "balance/chash.h"
+#include "config/config.h"
+
+namespace runtime {
+
+// Live facts about one back end, shared across workers and generations.
+struct BackendState {
+    std::atomic<std::uint64_t> active{0};          // sessions using it now
+    std::atomic<bool> draining{false};             // removed by a reload: no new sessions
+    std::atomic<std::int64_t> down_until_ms{0};    // passive health: skip until then
+    std::atomic<std::uint32_t> connect_failures{0};  // consecutive
+};
+
+struct PoolRuntime {
+    const config::Pool* config = nullptr;  // points into Generation::config
+    std::unique_ptr<chash::Picker> picker; // indices are positions in config->backends
+    std::vector<std::shared_ptr<BackendState>> states;  // parallel to config->backends
+    std::uint64_t total_weight = 0;
+};
+
+class Generation {
+public:
+    // Builds the runtime objects for <config>. Back ends whose id also exists
+    // in <previous> keep their BackendState (and so their session counts).
+    Generation(std::shared_ptr<const config::Config> config, std::uint64_t number,
+               const Generation* previous);
+
+    const config::Config& config() const { return *config_; }
+    std::uint64_t number() const { return number_; }
+    const std::vector<PoolRuntime>& pools() const { return pools_; }
+
+    // State of the back end with <id> in this generation, or nullptr.
+    std::shared_ptr<BackendState> find_state(const std::string& id) const;
+
+private:
+    std::shared_ptr<const config::Config> config_;
+    std::uint64_t number_;
+    std::vector<PoolRuntime> pools_;
+    std::map<std::string, std::shared_ptr<BackendState>> states_by_id_;
+};
+
+// Whether back end <index> of <pool> may take a new session at <now_ms>:
+// not draining, not marked down, and under the bounded-load cap when the
+// pool has balance_factor > 1.
+class PoolEligibility final : public chash::Eligibility {
+public:
+    PoolEligibility(const PoolRuntime& pool, std::int64_t now_ms);
+    bool eligible(std::size_t index) const override;
+
+private:
+    const PoolRuntime& pool_;
+    std::int64_t now_ms_;
+    std::uint64_t total_active_ = 0;
+};
+
+}  // namespace runtime

@@ -1,0 +1,155 @@
+#include "runtime/server.h"
+
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <thread>
+
+namespace runtime {
+
+Server::Server(std::string config_path, std::shared_ptr<const config::Config> config)
+    : config_path_(std::move(config_path)), config_(std::move(config)) {}
+
+Server::~Server() {
+    for (event* e : signal_events_) event_free(e);
+    if (workers_done_event_) event_free(workers_done_event_);
+    if (workers_done_fd_ >= 0) close(workers_done_fd_);
+    if (base_) event_base_free(base_);
+}
+
+// Every session needs two descriptors; the default soft limit (often 1024)
+// would cap a proxy at a few hundred sessions.
+void Server::raise_fd_limit() {
+    rlimit limit{};
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+    if (limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &limit);
+    }
+    // Two descriptors per client connection, plus listeners, logs and slack.
+    std::uint64_t needed = config_->server.max_connections * 2 + 64;
+    if (limit.rlim_cur != RLIM_INFINITY && needed > limit.rlim_cur) {
+        error_log_->log(obs::Level::Warn,
+                        "server.max_connections = {} needs about {} open files but the limit is {}; "
+                        "connections beyond about {} will be refused",
+                        config_->server.max_connections, needed, limit.rlim_cur, (limit.rlim_cur - 64) / 2);
+    }
+}
+
+int Server::run() {
+    error_sink_ = std::make_unique<obs::LogSink>(config_->log.error, STDERR_FILENO);
+    access_sink_ = std::make_unique<obs::LogSink>(config_->log.access, STDOUT_FILENO);
+    std::string error;
+    if (!error_sink_->open(error) || !access_sink_->open(error)) {
+        std::fprintf(stderr, "wsgate: cannot open log: %s\n", error.c_str());
+        return 1;
+    }
+    error_log_ = std::make_unique<obs::ErrorLog>(*error_sink_, static_cast<obs::Level>(config_->log.level));
+    shared_.error_log = error_log_.get();
+    shared_.access_sink = access_sink_.get();
+    shared_.generation = std::make_shared<const Generation>(config_, generation_number_, nullptr);
+
+    signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
+
+    unsigned count = config_->server.workers;
+    if (count == 0) count = std::max(1u, std::thread::hardware_concurrency());
+    for (unsigned i = 0; i < count; ++i) {
+        auto worker = std::make_unique<Worker>(shared_, i);
+        if (!worker->bind_listeners(error)) {
+            error_log_->log(obs::Level::Error, "cannot listen on {}", error);
+            error_sink_->close();
+            return 1;
+        }
+        workers_.push_back(std::move(worker));
+    }
+
+    base_ = event_base_new();
+    for (int signal_number : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) {
+        event* e = evsignal_new(base_, signal_number, &Server::on_signal, this);
+        event_add(e, nullptr);
+        signal_events_.push_back(e);
+    }
+    workers_done_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    workers_done_event_ = event_new(base_, workers_done_fd_, EV_READ, &Server::on_workers_done, this);
+    event_add(workers_done_event_, nullptr);
+
+    for (auto& worker : workers_) worker->start();
+    std::string listening;
+    for (const config::Listener& l : config_->listeners) listening += (listening.empty() ? "" : ", ") + l.listen.text;
+    error_log_->log(obs::Level::Info, "ready: {} worker(s) listening on {} (config {}, generation {})", count,
+                    listening, config_path_, generation_number_);
+
+    event_base_dispatch(base_);
+
+    if (joiner_.joinable()) joiner_.join();
+    workers_.clear();
+    error_log_->log(obs::Level::Info, "stopped");
+    access_sink_->close();
+    error_sink_->close();
+    return 0;
+}
+
+void Server::on_signal(evutil_socket_t signal_number, short, void* self) {
+    auto* server = static_cast<Server*>(self);
+    switch (signal_number) {
+        case SIGHUP: server->reload(); break;
+        case SIGUSR1:
+            server->error_log_->log(obs::Level::Info, "reopening logs");
+            server->access_sink_->reopen();
+            server->error_sink_->reopen();
+            break;
+        default:
+            if (server->stopping_) {
+                // A second stop signal: the operator does not want to wait.
+                server->error_log_->log(obs::Level::Warn, "second stop signal: exiting now");
+                server->access_sink_->close();
+                server->error_sink_->close();
+                _exit(1);
+            }
+            server->begin_shutdown();
+            break;
+    }
+}
+
+void Server::begin_shutdown() {
+    stopping_ = true;
+    error_log_->log(obs::Level::Info, "shutting down: closing sessions with 1001, drain timeout {} ms",
+                    config_->server.drain_timeout.count());
+    for (auto& worker : workers_) worker->notify_shutdown();
+    joiner_ = std::thread([this] {
+        for (auto& worker : workers_) worker->join();
+        std::uint64_t one = 1;
+        ssize_t n = write(workers_done_fd_, &one, sizeof one);
+        (void)n;
+    });
+}
+
+void Server::on_workers_done(evutil_socket_t, short, void* self) {
+    event_base_loopexit(static_cast<Server*>(self)->base_, nullptr);
+}
+
+void Server::reload() {
+    if (stopping_) return;
+    config::LoadResult result = config::load_file(config_path_);
+    if (auto* errors = std::get_if<std::vector<config::Error>>(&result)) {
+        for (const config::Error& e : *errors) error_log_->log(obs::Level::Error, "reload failed: {}", e.to_string());
+        return;
+    }
+    auto config = std::get<std::shared_ptr<const config::Config>>(result);
+    auto previous = shared_.current_generation();
+    auto next = std::make_shared<const Generation>(config, ++generation_number_, previous.get());
+    {
+        std::lock_guard lock(shared_.generation_mutex);
+        shared_.generation = next;
+    }
+    config_ = config;
+    error_log_->set_level(static_cast<obs::Level>(config->log.level));
+    for (auto& worker : workers_) worker->notify_generation();
+    error_log_->log(obs::Level::Info, "reloaded {}: generation {}", config_path_, generation_number_);
+}
+
+}  // namespace runtime

@@ -1,0 +1,836 @@
+#include "runtime/session.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <optional>
+
+#include <event2/buffer.h>
+
+#include "balance/chash.h"
+#include "runtime/forward.h"
+#include "runtime/worker.h"
+
+namespace runtime {
+
+namespace {
+
+// How long a tunnel waits for the close handshake to complete after the
+// first close frame before it drops both connections (issue: "or 5 s after
+// the first close frame").
+constexpr std::int64_t kCloseLingerMs = 5000;
+// How long a refused client may keep sending before its socket is closed;
+// reading (and discarding) meanwhile avoids a TCP reset that would destroy
+// the response before the client reads it.
+constexpr std::int64_t kLingeringCloseMs = 1000;
+// Failover: the owner plus up to this many other back ends.
+constexpr unsigned kMaxConnectAttempts = 3;
+
+std::string address_ip(const sockaddr* address) {
+    char text[INET6_ADDRSTRLEN] = {};
+    if (address->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(address)->sin_addr, text, sizeof text);
+    } else if (address->sa_family == AF_INET6) {
+        inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(address)->sin6_addr, text, sizeof text);
+    }
+    return text;
+}
+
+std::uint16_t address_port(const sockaddr* address) {
+    if (address->sa_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(address)->sin_port);
+    if (address->sa_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(address)->sin6_port);
+    return 0;
+}
+
+void set_nodelay(bufferevent* bev) {
+    int one = 1;
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    if (fd >= 0) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+bool response_has_no_body(int status) { return status < 200 || status == 204 || status == 304; }
+
+const char* side_name(Side side) { return side == Side::Client ? "client" : "backend"; }
+
+}  // namespace
+
+const char* to_string(SessionState state) {
+    switch (state) {
+        case SessionState::ReadingRequest: return "reading-request";
+        case SessionState::Connecting: return "connecting";
+        case SessionState::AwaitingResponse: return "awaiting-response";
+        case SessionState::Refusing: return "refusing";
+        case SessionState::Open: return "open";
+        case SessionState::Closing: return "closing";
+        case SessionState::Closed: return "closed";
+    }
+    return "?";
+}
+
+Session::Session(Worker& worker, std::shared_ptr<const Generation> generation)
+    : worker_(worker),
+      generation_(std::move(generation)),
+      from_client_(ws::ScannerPolicy{}),
+      from_backend_(ws::ScannerPolicy{}),
+      request_parser_(http1::Limits{generation_->config().limits.max_header_bytes, 100, 8192}),
+      response_parser_(http1::Limits{64 * 1024, 100, 8192}) {
+    timer_ = evtimer_new(worker_.base(), &Session::on_timer, this);
+}
+
+Session::~Session() {
+    if (timer_) event_free(timer_);
+    if (client_.bev) bufferevent_free(client_.bev);
+    if (backend_.bev) bufferevent_free(backend_.bev);
+}
+
+void Session::set_state(SessionState next) {
+    if (worker_.log().enabled(obs::Level::Debug)) {
+        worker_.log().log(obs::Level::Debug, "session {} {} -> {}", record_.request_id.empty() ? "-" : record_.request_id,
+                          to_string(state_), to_string(next));
+    }
+    state_ = next;
+}
+
+void Session::arm_timer(std::int64_t delay_ms) {
+    delay_ms = std::max<std::int64_t>(delay_ms, 0);
+    timeval tv{static_cast<time_t>(delay_ms / 1000), static_cast<suseconds_t>((delay_ms % 1000) * 1000)};
+    evtimer_add(timer_, &tv);
+}
+
+// ---- Trampolines: error first, then read, then write (STYLE.md) -------------
+
+void Session::on_client_read(bufferevent*, void* self) {
+    auto* s = static_cast<Session*>(self);
+    switch (s->state_) {
+        case SessionState::ReadingRequest: s->read_request(); break;
+        case SessionState::Open:
+        case SessionState::Closing: s->pump(Side::Client); break;
+        case SessionState::Refusing:
+            evbuffer_drain(bufferevent_get_input(s->client_.bev), evbuffer_get_length(bufferevent_get_input(s->client_.bev)));
+            break;
+        default: break;
+    }
+}
+
+void Session::on_client_write(bufferevent*, void* self) {
+    auto* s = static_cast<Session*>(self);
+    if (s->client_.flushing) {
+        s->release(Side::Client);
+        s->maybe_finish_closing();
+        return;
+    }
+    if (s->state_ == SessionState::Refusing) {
+        if (!s->refusal_until_eof_ && s->refusal_body_remaining_ == 0) s->lingering_close();
+        return;
+    }
+    // The client drained below the low watermark: resume reading the back end.
+    if (s->state_ == SessionState::Open || s->state_ == SessionState::Closing) {
+        if (s->backend_.bev && !s->backend_.gone) bufferevent_enable(s->backend_.bev, EV_READ);
+        s->pump(Side::Backend);
+    }
+}
+
+void Session::on_client_event(bufferevent*, short what, void* self) {
+    auto* s = static_cast<Session*>(self);
+    if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) return;
+    switch (s->state_) {
+        case SessionState::Open:
+            s->peer_gone(Side::Client, "client vanished");
+            break;
+        case SessionState::Closing:
+            s->release(Side::Client);
+            s->maybe_finish_closing();
+            break;
+        default:
+            if (s->record_.reason.empty()) s->record_.reason = "client closed";
+            if (s->record_.close_by.empty()) s->record_.close_by = "client";
+            s->finish();
+            break;
+    }
+}
+
+void Session::on_backend_read(bufferevent*, void* self) {
+    auto* s = static_cast<Session*>(self);
+    switch (s->state_) {
+        case SessionState::AwaitingResponse: s->read_response(); break;
+        case SessionState::Refusing: s->relay_refusal_body(); break;
+        case SessionState::Open:
+        case SessionState::Closing: s->pump(Side::Backend); break;
+        default: break;
+    }
+}
+
+void Session::on_backend_write(bufferevent*, void* self) {
+    auto* s = static_cast<Session*>(self);
+    if (s->backend_.flushing) {
+        s->release(Side::Backend);
+        s->maybe_finish_closing();
+        return;
+    }
+    if (s->state_ == SessionState::Open || s->state_ == SessionState::Closing) {
+        if (s->client_.bev && !s->client_.gone) bufferevent_enable(s->client_.bev, EV_READ);
+        s->pump(Side::Client);
+    }
+}
+
+void Session::on_backend_event(bufferevent*, short what, void* self) {
+    auto* s = static_cast<Session*>(self);
+    if (s->state_ == SessionState::Connecting) {
+        if (what & BEV_EVENT_CONNECTED) {
+            s->backend_connected();
+        } else if (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)) {
+            s->connect_failed(evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        }
+        return;
+    }
+    if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) return;
+    switch (s->state_) {
+        case SessionState::AwaitingResponse:
+            s->release(Side::Backend);
+            s->refuse(502, "backend closed before answering");
+            break;
+        case SessionState::Refusing:
+            // A refusal body delimited by the back end closing is complete.
+            s->release(Side::Backend);
+            s->refusal_until_eof_ = false;
+            s->refusal_body_remaining_ = 0;
+            if (evbuffer_get_length(bufferevent_get_output(s->client_.bev)) == 0) s->lingering_close();
+            break;
+        case SessionState::Open:
+            s->peer_gone(Side::Backend, "backend reset");
+            break;
+        case SessionState::Closing:
+            s->release(Side::Backend);
+            s->maybe_finish_closing();
+            break;
+        default: break;
+    }
+}
+
+void Session::on_timer(evutil_socket_t, short, void* self) {
+    auto* s = static_cast<Session*>(self);
+    switch (s->state_) {
+        case SessionState::ReadingRequest:
+            // Slowloris and silent clients: the head did not arrive in time.
+            s->refuse(408, "request head timeout");
+            break;
+        case SessionState::Connecting:
+            s->connect_failed("connect timeout");
+            break;
+        case SessionState::AwaitingResponse:
+            s->release(Side::Backend);
+            s->refuse(504, "backend response timeout");
+            break;
+        case SessionState::Refusing:
+            s->finish();
+            break;
+        case SessionState::Open:
+            s->on_tunnel_timer();
+            break;
+        case SessionState::Closing:
+            if (s->record_.reason.empty()) s->record_.reason = "close timeout";
+            s->finish();
+            break;
+        case SessionState::Closed: break;
+    }
+}
+
+// ---- Handshake ---------------------------------------------------------------
+
+void Session::start(int fd, const sockaddr* address, socklen_t) {
+    started_ms_ = worker_.now_ms();
+    client_ip_ = address_ip(address);
+    record_.client = address->sa_family == AF_INET6 ? "[" + client_ip_ + "]:" + std::to_string(address_port(address))
+                                                    : client_ip_ + ":" + std::to_string(address_port(address));
+    client_.bev = bufferevent_socket_new(worker_.base(), fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!client_.bev) {
+        evutil_closesocket(fd);
+        record_.reason = "out of memory";
+        finish();
+        return;
+    }
+    bufferevent_setcb(client_.bev, &Session::on_client_read, &Session::on_client_write, &Session::on_client_event, this);
+    // Never buffer more than one head (plus one byte, to detect "too large").
+    bufferevent_setwatermark(client_.bev, EV_READ, 0, generation_->config().limits.max_header_bytes + 1);
+    bufferevent_enable(client_.bev, EV_READ);
+    arm_timer(generation_->config().timeouts.handshake.count());
+}
+
+void Session::read_request() {
+    evbuffer* input = bufferevent_get_input(client_.bev);
+    std::size_t length = std::min<std::size_t>(evbuffer_get_length(input),
+                                               generation_->config().limits.max_header_bytes + 1);
+    const char* data = reinterpret_cast<const char*>(evbuffer_pullup(input, static_cast<ev_ssize_t>(length)));
+    http1::RequestHead request;
+    http1::Result result = request_parser_.parse(std::string_view(data, length), request);
+    switch (result.status) {
+        case http1::Status::NeedMore: return;
+        case http1::Status::Error:
+            record_.bytes_in += length;
+            refuse(result.http_status, result.reason);
+            return;
+        case http1::Status::Done:
+            record_.bytes_in += result.consumed;
+            handle_request(request, result.consumed);
+            return;
+    }
+}
+
+void Session::handle_request(const http1::RequestHead& request, std::size_t head_bytes) {
+    const config::Config& config = generation_->config();
+    record_.method = request.method;
+    record_.path = request.path;
+    if (const http1::Header* host = request.find("host")) record_.host = host->value;
+    if (const http1::Header* id = request.find("x-request-id"); id && forward::acceptable_request_id(id->value)) {
+        record_.request_id = id->value;
+    } else {
+        record_.request_id = forward::format_request_id(worker_.rng()(), worker_.rng()());
+    }
+
+    ws::UpgradeCheck check = ws::check_upgrade_request(request);
+    if (!check.ok) {
+        std::string_view extra;
+        if (!check.is_upgrade) extra = "Upgrade: websocket\r\n";
+        if (check.needs_version_header) extra = "Sec-WebSocket-Version: 13\r\n";
+        refuse(check.http_status, check.reason, extra);
+        return;
+    }
+    const config::Route* route = config.match_route(record_.host, request.path);
+    if (!route) {
+        refuse(404, "no route");
+        return;
+    }
+    pool_ = &generation_->pools()[route->pool_index];
+    record_.pool = pool_->config->name;
+    chash::Key key = chash::extract_key(pool_->config->hash, request, client_ip_);
+    record_.key_fallback = key.fell_back;
+    key_hash_ = chash::hash_bytes(key.value);
+    client_key_ = check.key;
+    forwarded_head_ = forward::build_request_head(
+        request, forward::ClientFacts{client_ip_, "http", record_.request_id});
+
+    // The views in <request> die here: the head leaves the input buffer. Any
+    // bytes after it stay queued until the tunnel opens.
+    evbuffer_drain(bufferevent_get_input(client_.bev), head_bytes);
+    bufferevent_disable(client_.bev, EV_READ);
+    try_connect();
+}
+
+void Session::try_connect() {
+    PoolEligibility eligibility(*pool_, worker_.now_ms());
+    std::size_t index = pool_->picker->pick(key_hash_, attempt_, eligibility);
+    if (index == chash::kNone) {
+        refuse(502, attempt_ == 0 ? "no backend available" : "backend unreachable");
+        return;
+    }
+    backend_index_ = index;
+    backend_state_ = pool_->states[index];
+    backend_state_->active.fetch_add(1, std::memory_order_relaxed);
+    const config::Backend& backend = pool_->config->backends[index];
+    record_.backend = backend.address.text;
+
+    backend_.bev = bufferevent_socket_new(worker_.base(), -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!backend_.bev) {
+        refuse(502, "out of memory");
+        return;
+    }
+    bufferevent_setcb(backend_.bev, &Session::on_backend_read, &Session::on_backend_write,
+                      &Session::on_backend_event, this);
+    set_state(SessionState::Connecting);
+    connect_started_ms_ = worker_.now_ms();
+    arm_timer(generation_->config().timeouts.connect.count());
+    if (bufferevent_socket_connect(backend_.bev, reinterpret_cast<const sockaddr*>(&backend.address.storage),
+                                   static_cast<int>(backend.address.length)) < 0) {
+        connect_failed(evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    }
+}
+
+void Session::connect_failed(const char* why) {
+    worker_.log().log(obs::Level::Warn, "connect to {} failed: {}", record_.backend, why);
+    backend_state_->connect_failures.fetch_add(1, std::memory_order_relaxed);
+    backend_state_->active.fetch_sub(1, std::memory_order_relaxed);
+    backend_state_.reset();
+    bufferevent_free(backend_.bev);
+    backend_.bev = nullptr;
+    if (++attempt_ < kMaxConnectAttempts) {
+        try_connect();
+    } else {
+        refuse(502, "backend unreachable");
+    }
+}
+
+void Session::backend_connected() {
+    backend_state_->connect_failures.store(0, std::memory_order_relaxed);
+    record_.connect_ms = worker_.now_ms() - connect_started_ms_;
+    set_nodelay(backend_.bev);
+    set_nodelay(client_.bev);
+    bufferevent_write(backend_.bev, forwarded_head_.data(), forwarded_head_.size());
+    std::string().swap(forwarded_head_);
+    bufferevent_setwatermark(backend_.bev, EV_READ, 0, 64 * 1024 + 1);
+    bufferevent_enable(backend_.bev, EV_READ);
+    set_state(SessionState::AwaitingResponse);
+    arm_timer(generation_->config().timeouts.handshake.count());
+}
+
+void Session::read_response() {
+    evbuffer* input = bufferevent_get_input(backend_.bev);
+    std::size_t length = std::min<std::size_t>(evbuffer_get_length(input), 64 * 1024 + 1);
+    const char* data = reinterpret_cast<const char*>(evbuffer_pullup(input, static_cast<ev_ssize_t>(length)));
+    http1::ResponseHead response;
+    http1::Result result = response_parser_.parse(std::string_view(data, length), response);
+    if (result.status == http1::Status::NeedMore) return;
+    if (result.status == http1::Status::Error) {
+        worker_.log().log(obs::Level::Warn, "bad response head from {}: {}", record_.backend, result.reason);
+        release(Side::Backend);
+        refuse(502, "invalid response from backend");
+        return;
+    }
+    evbuffer* to_client = bufferevent_get_output(client_.bev);
+    if (response.status == 101) {
+        ws::ResponseCheck check = ws::check_upgrade_response(response, client_key_);
+        if (!check.ok) {
+            worker_.log().log(obs::Level::Warn, "backend {} refused the upgrade badly: {}", record_.backend, check.reason);
+            release(Side::Backend);
+            refuse(502, check.reason);
+            return;
+        }
+        record_.status = 101;
+        record_.bytes_out += result.consumed;
+        evbuffer_remove_buffer(input, to_client, result.consumed);
+        open_tunnel(check.deflate_negotiated);
+        return;
+    }
+    // Any other answer is the back end's to give: relay it verbatim, then end.
+    record_.status = response.status;
+    record_.reason = "backend refused upgrade";
+    record_.close_by = "backend";
+    record_.bytes_out += result.consumed;
+    if (response_has_no_body(response.status)) {
+        refusal_body_remaining_ = 0;
+    } else if (response.content_length) {
+        refusal_body_remaining_ = *response.content_length;
+    } else {
+        refusal_until_eof_ = true;
+    }
+    evbuffer_remove_buffer(input, to_client, result.consumed);
+    bufferevent_setwatermark(backend_.bev, EV_READ, 0, generation_->config().limits.buffer_bytes);
+    set_state(SessionState::Refusing);
+    arm_timer(generation_->config().timeouts.handshake.count());
+    relay_refusal_body();
+}
+
+void Session::relay_refusal_body() {
+    if (backend_.bev && !backend_.gone) {
+        evbuffer* input = bufferevent_get_input(backend_.bev);
+        std::size_t length = evbuffer_get_length(input);
+        if (!refusal_until_eof_) length = std::min<std::uint64_t>(length, refusal_body_remaining_);
+        if (length > 0) {
+            evbuffer_remove_buffer(input, bufferevent_get_output(client_.bev), length);
+            record_.bytes_out += length;
+            if (!refusal_until_eof_) refusal_body_remaining_ -= length;
+        }
+        if (refusal_until_eof_ || refusal_body_remaining_ > 0) return;
+        release(Side::Backend);
+    }
+    if (evbuffer_get_length(bufferevent_get_output(client_.bev)) == 0) lingering_close();
+}
+
+void Session::refuse(int status, std::string_view reason, std::string_view extra_headers) {
+    if (record_.status == 0) record_.status = status;
+    if (record_.reason.empty()) record_.reason = reason;
+    if (record_.close_by.empty()) record_.close_by = "proxy";
+    if (backend_state_) {
+        backend_state_->active.fetch_sub(1, std::memory_order_relaxed);
+        backend_state_.reset();
+    }
+    if (backend_.bev) release(Side::Backend);
+    std::string response = forward::error_response(status, reason, extra_headers);
+    record_.bytes_out += response.size();
+    bufferevent_write(client_.bev, response.data(), response.size());
+    bufferevent_enable(client_.bev, EV_READ);
+    bufferevent_setwatermark(client_.bev, EV_READ, 0, 0);
+    set_state(SessionState::Refusing);
+    arm_timer(generation_->config().timeouts.handshake.count());
+}
+
+// The response is on its way: stop writing, keep reading (and discarding)
+// for a moment so that unread request bytes do not turn our close into a
+// reset that destroys the response (RFC 9112 §9.6).
+void Session::lingering_close() {
+    if (lingering_) return;
+    lingering_ = true;
+    evutil_socket_t fd = bufferevent_getfd(client_.bev);
+    if (fd >= 0) shutdown(fd, SHUT_WR);
+    bufferevent_enable(client_.bev, EV_READ);
+    arm_timer(kLingeringCloseMs);
+}
+
+// ---- Tunnel ------------------------------------------------------------------
+
+void Session::open_tunnel(bool deflate) {
+    const config::Config& config = generation_->config();
+    from_client_ = Flow(ws::ScannerPolicy{ws::Direction::ClientToServer, deflate, config.limits.max_message_bytes});
+    from_backend_ = Flow(ws::ScannerPolicy{ws::Direction::ServerToClient, deflate, 0});
+    std::size_t high = config.limits.buffer_bytes;
+    for (bufferevent* bev : {client_.bev, backend_.bev}) {
+        bufferevent_setwatermark(bev, EV_READ, 0, high);
+        bufferevent_setwatermark(bev, EV_WRITE, high / 2, 0);
+        bufferevent_enable(bev, EV_READ);
+    }
+    std::int64_t now = worker_.now_ms();
+    client_.last_rx_ms = backend_.last_rx_ms = last_activity_ms_ = now;
+    set_state(SessionState::Open);
+    arm_timer(next_tunnel_deadline() - now);
+    pump(Side::Client);
+    if (state_ == SessionState::Open || state_ == SessionState::Closing) pump(Side::Backend);
+}
+
+// Moves whole frames and payload chunks from <from>'s input to the other
+// side's output without copying payload bytes, until the input is empty, the
+// destination is over its high watermark (backpressure: stop reading the
+// source until it drains), or a frame needs more bytes.
+void Session::pump(Side from) {
+    Endpoint& src = endpoint(from);
+    Endpoint& dst = endpoint(other(from));
+    Flow& flow = flow_from(from);
+    if (!src.bev || src.gone) return;
+    evbuffer* input = bufferevent_get_input(src.bev);
+    const std::size_t high = generation_->config().limits.buffer_bytes;
+    std::uint8_t front[ws::kMaxControlFrame];
+
+    for (;;) {
+        if (src.close_received) {
+            // Nothing may follow a close frame (RFC 6455 §5.5.1).
+            evbuffer_drain(input, evbuffer_get_length(input));
+            return;
+        }
+        std::size_t available = evbuffer_get_length(input);
+        if (available == 0) break;
+        if (dst.gone || dst.close_sent) {
+            // The destination is closed to data; what the source still sends is void.
+            evbuffer_drain(input, available);
+            break;
+        }
+        evbuffer* output = bufferevent_get_output(dst.bev);
+        if (evbuffer_get_length(output) >= high) {
+            bufferevent_disable(src.bev, EV_READ);
+            break;
+        }
+        std::size_t peek = 0;
+        if (flow.scanner.at_frame_boundary()) {
+            peek = std::min(available, sizeof front);
+            evbuffer_copyout(input, front, peek);
+        }
+        ws::Step step = flow.scanner.step(std::span<const std::uint8_t>(front, peek), available);
+        switch (step.kind) {
+            case ws::Step::Kind::NeedMore:
+                return;
+            case ws::Step::Kind::Forward:
+                evbuffer_remove_buffer(input, output, step.bytes);
+                if (from == Side::Client) {
+                    record_.bytes_in += step.bytes;
+                } else {
+                    record_.bytes_out += step.bytes;
+                }
+                if (step.frame_start) {
+                    src.last_rx_ms = last_activity_ms_ = worker_.now_ms();
+                    src.ping_outstanding = false;
+                }
+                if (step.message_end) ++flow.messages;
+                break;
+            case ws::Step::Kind::ControlFrame:
+                evbuffer_drain(input, step.bytes);
+                if (from == Side::Client) record_.bytes_in += step.bytes;
+                if (!handle_control_frame(from, front, step.header)) return;
+                break;
+            case ws::Step::Kind::Error:
+                protocol_failure(from, step.close_code, step.reason);
+                return;
+        }
+        if (dst.ping_pending && flow.scanner.at_frame_boundary()) send_ping(other(from));
+    }
+}
+
+// A whole control frame from <from> (already removed from its input). Returns
+// false when the session left the tunnel (it may be freed: touch nothing).
+bool Session::handle_control_frame(Side from, const std::uint8_t* frame, const ws::FrameHeader& header) {
+    Endpoint& src = endpoint(from);
+    Endpoint& dst = endpoint(other(from));
+    std::uint8_t payload[ws::kMaxControlPayload];
+    std::size_t length = static_cast<std::size_t>(header.payload_len);
+    std::memcpy(payload, frame + header.header_len, length);
+    if (header.masked) ws::apply_mask(std::span<std::uint8_t>(payload, length), header.mask_key);
+    std::int64_t now = worker_.now_ms();
+    src.last_rx_ms = now;
+    std::size_t frame_bytes = header.header_len + length;
+
+    if (header.opcode == static_cast<std::uint8_t>(ws::Opcode::Pong) && src.ping_outstanding &&
+        length == src.ping_payload.size() && std::memcmp(payload, src.ping_payload.data(), length) == 0) {
+        // The answer to our own heartbeat: consumed, and not activity.
+        src.ping_outstanding = false;
+        return true;
+    }
+    src.ping_outstanding = false;
+
+    if (header.opcode == static_cast<std::uint8_t>(ws::Opcode::Close)) {
+        ws::ClosePayload close = ws::parse_close_payload(std::span<const std::uint8_t>(payload, length));
+        if (!close.ok) {
+            protocol_failure(from, ws::close_code::protocol_error, "invalid close frame");
+            return false;
+        }
+        src.close_received = true;
+        if (state_ == SessionState::Open) {
+            record_.close_code = close.code == ws::close_code::no_status ? 0 : close.code;
+            record_.close_by = side_name(from);
+            record_.reason = from == Side::Client ? "client closed" : "backend closed";
+        }
+        if (!dst.gone && !dst.close_sent) {
+            bufferevent_write(dst.bev, frame, frame_bytes);
+            if (from == Side::Backend) record_.bytes_out += frame_bytes;
+            dst.close_sent = true;
+        }
+        if (state_ == SessionState::Open) {
+            set_state(SessionState::Closing);
+            arm_timer(kCloseLingerMs);
+        }
+        maybe_finish_closing();
+        return false;
+    }
+
+    // Pings, and pongs that answer the peer's own pings, pass through.
+    last_activity_ms_ = now;
+    if (!dst.gone && !dst.close_sent) {
+        bufferevent_write(dst.bev, frame, frame_bytes);
+        if (from == Side::Backend) record_.bytes_out += frame_bytes;
+    }
+    return true;
+}
+
+// Sends our heartbeat ping to <to> now if the stream towards it is at a
+// frame boundary (RFC 6455 §5.4), else as soon as it is.
+void Session::send_ping(Side to) {
+    Endpoint& peer = endpoint(to);
+    if (peer.gone || peer.close_sent) return;
+    if (!flow_from(other(to)).scanner.at_frame_boundary()) {
+        peer.ping_pending = true;
+        return;
+    }
+    peer.ping_pending = false;
+    std::uint64_t random = worker_.rng()();
+    std::memcpy(peer.ping_payload.data(), &random, sizeof random);
+    std::uint8_t frame[ws::kMaxControlFrame];
+    std::optional<std::array<std::uint8_t, 4>> mask;
+    if (to == Side::Backend) {
+        auto bits = static_cast<std::uint32_t>(worker_.rng()());
+        mask = std::array<std::uint8_t, 4>{};
+        std::memcpy(mask->data(), &bits, 4);
+    }
+    std::size_t n = ws::encode_control_frame(frame, ws::Opcode::Ping, peer.ping_payload, mask);
+    bufferevent_write(peer.bev, frame, n);
+    if (to == Side::Client) record_.bytes_out += n;
+    peer.ping_outstanding = true;
+    peer.ping_sent_ms = worker_.now_ms();
+}
+
+// Sends a close frame of our own to <to>. When the stream towards <to> is in
+// the middle of a frame, a clean close is impossible: its connection is then
+// released once its output drains.
+void Session::send_close(Side to, std::uint16_t code, std::string_view reason) {
+    Endpoint& peer = endpoint(to);
+    if (peer.gone || peer.close_sent) return;
+    peer.close_sent = true;
+    if (!flow_from(other(to)).scanner.at_frame_boundary()) {
+        flush_and_release(to);
+        return;
+    }
+    std::uint8_t frame[ws::kMaxControlFrame];
+    std::optional<std::array<std::uint8_t, 4>> mask;
+    if (to == Side::Backend) {
+        auto bits = static_cast<std::uint32_t>(worker_.rng()());
+        mask = std::array<std::uint8_t, 4>{};
+        std::memcpy(mask->data(), &bits, 4);
+    }
+    std::size_t n = ws::encode_close_frame(frame, code, reason, mask);
+    bufferevent_write(peer.bev, frame, n);
+    if (to == Side::Client) record_.bytes_out += n;
+}
+
+void Session::protocol_failure(Side offender, std::uint16_t code, std::string_view reason) {
+    worker_.log().log(obs::Level::Info, "session {}: {} from {}, closing with {}", record_.request_id, reason,
+                      side_name(offender), code);
+    // The offender's further bytes are meaningless: stop reading them.
+    Endpoint& bad = endpoint(offender);
+    evbuffer_drain(bufferevent_get_input(bad.bev), evbuffer_get_length(bufferevent_get_input(bad.bev)));
+    bad.close_received = true;
+    std::string_view log_reason = code == ws::close_code::message_too_big ? "message too big" : "protocol error";
+    send_close(offender, code, reason);
+    send_close(other(offender), ws::close_code::going_away, "");
+    begin_closing(log_reason, "proxy", code);
+}
+
+// <side>'s TCP connection ended without a close frame.
+void Session::peer_gone(Side side, const char* reason) {
+    release(side);
+    endpoint(side).close_received = true;
+    std::uint16_t code = side == Side::Backend ? ws::close_code::bad_gateway : ws::close_code::going_away;
+    send_close(other(side), code, side == Side::Backend ? "backend reset" : "");
+    begin_closing(reason, side_name(side), code);
+}
+
+bool Session::monitors(Side side) const {
+    const config::Heartbeat& hb = generation_->config().heartbeat;
+    if (hb.interval.count() <= 0) return false;
+    switch (hb.peers) {
+        case config::HeartbeatPeers::Client: return side == Side::Client;
+        case config::HeartbeatPeers::Backend: return side == Side::Backend;
+        case config::HeartbeatPeers::Both: return true;
+    }
+    return false;
+}
+
+std::int64_t Session::next_tunnel_deadline() const {
+    const config::Config& config = generation_->config();
+    std::int64_t next = INT64_MAX;
+    if (config.timeouts.idle.count() > 0) next = last_activity_ms_ + config.timeouts.idle.count();
+    for (Side side : {Side::Client, Side::Backend}) {
+        if (!monitors(side)) continue;
+        const Endpoint& peer = side == Side::Client ? client_ : backend_;
+        std::int64_t due = peer.ping_outstanding ? peer.ping_sent_ms + config.heartbeat.timeout.count()
+                                                 : peer.last_rx_ms + config.heartbeat.interval.count();
+        next = std::min(next, due);
+    }
+    return next;
+}
+
+// Deadlines are checked lazily: frames only record timestamps, and this
+// timer re-arms itself for the earliest deadline still ahead.
+void Session::on_tunnel_timer() {
+    const config::Config& config = generation_->config();
+    std::int64_t now = worker_.now_ms();
+    if (config.timeouts.idle.count() > 0 && now - last_activity_ms_ >= config.timeouts.idle.count()) {
+        send_close(Side::Client, ws::close_code::going_away, "idle timeout");
+        send_close(Side::Backend, ws::close_code::going_away, "idle timeout");
+        begin_closing("idle timeout", "proxy", ws::close_code::going_away);
+        return;
+    }
+    for (Side side : {Side::Client, Side::Backend}) {
+        if (!monitors(side)) continue;
+        Endpoint& peer = endpoint(side);
+        if (peer.ping_outstanding && now - peer.ping_sent_ms >= config.heartbeat.timeout.count()) {
+            worker_.log().log(obs::Level::Info, "session {}: {} missed its heartbeat", record_.request_id,
+                              side_name(side));
+            release(side);
+            peer.close_received = true;
+            send_close(other(side), ws::close_code::going_away, "heartbeat timeout");
+            begin_closing("heartbeat timeout", "proxy", ws::close_code::going_away);
+            return;
+        }
+        if (!peer.ping_outstanding && !peer.ping_pending &&
+            now - peer.last_rx_ms >= config.heartbeat.interval.count()) {
+            send_ping(side);
+        }
+    }
+    std::int64_t next = next_tunnel_deadline();
+    // A ping waiting for a frame boundary is retried on the next tick.
+    if (client_.ping_pending || backend_.ping_pending) next = std::min(next, now + 100);
+    arm_timer(next == INT64_MAX ? 3600 * 1000 : next - now);
+}
+
+// ---- Ending ------------------------------------------------------------------
+
+void Session::shut_down() {
+    switch (state_) {
+        case SessionState::Open:
+            send_close(Side::Client, ws::close_code::going_away, "shutdown");
+            send_close(Side::Backend, ws::close_code::going_away, "shutdown");
+            begin_closing("shutdown", "proxy", ws::close_code::going_away);
+            break;
+        case SessionState::Closing:
+        case SessionState::Refusing:
+        case SessionState::Closed:
+            break;
+        default:
+            if (record_.reason.empty()) record_.reason = "shutdown";
+            record_.close_by = "proxy";
+            finish();
+            break;
+    }
+}
+
+void Session::terminate() {
+    if (record_.reason.empty()) record_.reason = "shutdown";
+    if (record_.close_by.empty()) record_.close_by = "proxy";
+    finish();
+}
+
+void Session::begin_closing(std::string_view reason, const char* close_by, int close_code) {
+    if (state_ == SessionState::Open) {
+        record_.reason = reason;
+        record_.close_by = close_by;
+        record_.close_code = close_code;
+        set_state(SessionState::Closing);
+        arm_timer(kCloseLingerMs);
+    }
+    maybe_finish_closing();
+}
+
+// The tunnel is over once each side has either gone or completed its close
+// handshake; remaining connections are released after their output drains.
+void Session::maybe_finish_closing() {
+    if (state_ != SessionState::Closing) return;
+    auto settled = [](const Endpoint& e) { return e.gone || (e.close_sent && e.close_received); };
+    if (!settled(client_) || !settled(backend_)) return;
+    if (!client_.gone && !client_.flushing) flush_and_release(Side::Client);
+    if (!backend_.gone && !backend_.flushing) flush_and_release(Side::Backend);
+    if (client_.gone && backend_.gone) finish();
+}
+
+void Session::flush_and_release(Side side) {
+    Endpoint& peer = endpoint(side);
+    if (peer.gone) return;
+    if (evbuffer_get_length(bufferevent_get_output(peer.bev)) == 0) {
+        release(side);
+        return;
+    }
+    peer.flushing = true;
+    bufferevent_disable(peer.bev, EV_READ);
+    bufferevent_setwatermark(peer.bev, EV_WRITE, 0, 0);
+}
+
+void Session::release(Side side) {
+    Endpoint& peer = endpoint(side);
+    peer.gone = true;
+    peer.flushing = false;
+    peer.ping_pending = false;
+    if (peer.bev) {
+        bufferevent_free(peer.bev);
+        peer.bev = nullptr;
+    }
+}
+
+void Session::finish() {
+    if (state_ == SessionState::Closed) return;
+    set_state(SessionState::Closed);
+    release(Side::Client);
+    release(Side::Backend);
+    if (backend_state_) {
+        backend_state_->active.fetch_sub(1, std::memory_order_relaxed);
+        backend_state_.reset();
+    }
+    std::int64_t now = worker_.now_ms();
+    record_.duration_ms = now - started_ms_;
+    record_.time_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+    record_.messages_in = from_client_.messages;
+    record_.messages_out = from_backend_.messages;
+    worker_.write_access(record_, generation_->config());
+    worker_.session_finished(this);  // deletes this
+}
+
+}  // namespace runtime

@@ -1,0 +1,160 @@
+// One client connection from accept to close: the handshake, the choice of a
+// back end, and the frame-aware tunnel. The protocol decisions are made by the
+// pure code (http1, ws, chash, forward); a Session only moves bytes, keeps
+// timers and changes state, always through set_state().
+#pragma once
+
+#include <sys/socket.h>
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "observability/access_log.h"
+#include "protocol/http1.h"
+#include "protocol/websocket.h"
+#include "runtime/generation.h"
+
+namespace runtime {
+
+class Worker;
+
+enum class SessionState {
+    ReadingRequest,    // client connected, request head incomplete; handshake timer armed
+    Connecting,        // head valid, back end picked, TCP connect in flight; connect timer armed
+    AwaitingResponse,  // head forwarded; waiting for the back end's response head; handshake timer armed
+    Refusing,          // a response (ours or the back end's refusal) is flowing to the client;
+                       // the session ends once it is flushed; handshake timer armed
+    Open,              // 101 relayed; frames flow both ways; idle/heartbeat timer armed
+    Closing,           // close frames in flight or a side is gone; linger timer armed
+    Closed,            // both connections released; the access-log line is written
+};
+
+const char* to_string(SessionState state);
+
+// Which connection of a session.
+enum class Side { Client, Backend };
+
+class Session {
+public:
+    Session(Worker& worker, std::shared_ptr<const Generation> generation);
+    ~Session();
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+
+    // Takes ownership of the accepted <fd>. May end (and free) the session.
+    void start(int fd, const sockaddr* address, socklen_t length);
+
+    // Graceful stop: tunnels get close 1001 "going away" on both sides,
+    // sessions still in their handshake are cut. May free the session.
+    void shut_down();
+
+    // Ends the session now, whatever its state (drain deadline passed).
+    void terminate();
+
+    SessionState state() const { return state_; }
+    Session* next = nullptr;  // the worker's intrusive list
+    Session* prev = nullptr;
+    std::string per_ip_key;   // set by the worker when counted against max_connections_per_ip
+
+private:
+    // One TCP connection of the session and what the proxy knows of it.
+    struct Endpoint {
+        bufferevent* bev = nullptr;
+        bool close_sent = false;       // a close frame went to this peer (relayed or ours)
+        bool close_received = false;   // this peer sent a close frame
+        bool gone = false;             // its connection is released
+        bool flushing = false;         // released once its output drains
+        std::int64_t last_rx_ms = 0;   // last frame received from it (heartbeat)
+        bool ping_pending = false;     // a heartbeat ping waits for a frame boundary
+        bool ping_outstanding = false; // our ping is unanswered
+        std::int64_t ping_sent_ms = 0;
+        std::array<std::uint8_t, 8> ping_payload{};
+    };
+
+    // One direction of the tunnel: frames from <src> go to <dst>.
+    struct Flow {
+        explicit Flow(ws::ScannerPolicy policy) : scanner(policy) {}
+        ws::FrameScanner scanner;
+        std::uint64_t messages = 0;
+    };
+
+    static void on_client_read(bufferevent* bev, void* self);
+    static void on_client_write(bufferevent* bev, void* self);
+    static void on_client_event(bufferevent* bev, short what, void* self);
+    static void on_backend_read(bufferevent* bev, void* self);
+    static void on_backend_write(bufferevent* bev, void* self);
+    static void on_backend_event(bufferevent* bev, short what, void* self);
+    static void on_timer(evutil_socket_t, short, void* self);
+
+    void set_state(SessionState next);
+    void arm_timer(std::int64_t delay_ms);
+
+    // Handshake.
+    void read_request();
+    void handle_request(const http1::RequestHead& request, std::size_t head_bytes);
+    void try_connect();
+    void connect_failed(const char* why);
+    void backend_connected();
+    void read_response();
+    void refuse(int status, std::string_view reason, std::string_view extra_headers = {});
+    void relay_refusal_body();
+
+    // Tunnel.
+    void open_tunnel(bool deflate);
+    void pump(Side from);
+    bool handle_control_frame(Side from, const std::uint8_t* frame, const ws::FrameHeader& header);
+    void send_ping(Side to);
+    void send_close(Side to, std::uint16_t code, std::string_view reason);
+    void protocol_failure(Side offender, std::uint16_t code, std::string_view reason);
+    void peer_gone(Side side, const char* reason);
+    void on_tunnel_timer();
+    std::int64_t next_tunnel_deadline() const;
+    bool monitors(Side side) const;
+
+    // Ending.
+    void begin_closing(std::string_view reason, const char* close_by, int close_code);
+    void maybe_finish_closing();
+    void release(Side side);
+    void flush_and_release(Side side);
+    void lingering_close();
+    void finish();
+
+    Endpoint& endpoint(Side side) { return side == Side::Client ? client_ : backend_; }
+    Flow& flow_from(Side side) { return side == Side::Client ? from_client_ : from_backend_; }
+    static Side other(Side side) { return side == Side::Client ? Side::Backend : Side::Client; }
+
+    Worker& worker_;
+    std::shared_ptr<const Generation> generation_;
+    SessionState state_ = SessionState::ReadingRequest;
+    event* timer_ = nullptr;
+    Endpoint client_;
+    Endpoint backend_;
+    Flow from_client_;
+    Flow from_backend_;
+
+    http1::RequestParser request_parser_;
+    http1::ResponseParser response_parser_;
+    std::string forwarded_head_;
+    std::string client_key_;     // Sec-WebSocket-Key, to check the back end's accept
+    std::string client_ip_;
+    const PoolRuntime* pool_ = nullptr;
+    std::size_t backend_index_ = chash::kNone;
+    std::shared_ptr<BackendState> backend_state_;
+    std::uint64_t key_hash_ = 0;
+    unsigned attempt_ = 0;
+    std::uint64_t refusal_body_remaining_ = 0;  // bytes of a relayed refusal body still due
+    bool refusal_until_eof_ = false;            // the refusal body ends when the back end closes
+    bool lingering_ = false;                    // our response is out; draining the client's input
+
+    std::int64_t started_ms_ = 0;
+    std::int64_t connect_started_ms_ = 0;
+    std::int64_t last_activity_ms_ = 0;  // last frame either way, ours excluded
+    obs::AccessRecord record_;
+};
+
+}  // namespace runtime

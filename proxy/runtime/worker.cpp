@@ -1,0 +1,249 @@
+#include "runtime/worker.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+#include "runtime/forward.h"
+#include "runtime/session.h"
+
+namespace runtime {
+
+namespace {
+
+constexpr int kListenBacklog = 4096;
+constexpr std::int64_t kAcceptPauseMs = 100;
+
+std::string ip_of(const sockaddr* address) {
+    char text[INET6_ADDRSTRLEN] = {};
+    if (address->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(address)->sin_addr, text, sizeof text);
+    } else if (address->sa_family == AF_INET6) {
+        inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(address)->sin6_addr, text, sizeof text);
+    }
+    return text;
+}
+
+// Answers a refused connection without creating a session: one non-blocking
+// send of a short response, then close. A client whose socket buffer cannot
+// take ~150 bytes gets a plain close instead.
+void refuse_and_close(evutil_socket_t fd, int status, std::string_view reason) {
+    std::string response = forward::error_response(status, reason);
+    ssize_t sent = send(fd, response.data(), response.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)sent;
+    shutdown(fd, SHUT_WR);
+    evutil_closesocket(fd);
+}
+
+}  // namespace
+
+Worker::Worker(Shared& shared, unsigned index) : shared_(shared), index_(index) {
+    event_config* cfg = event_config_new();
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);  // one thread per base: no locks needed
+    base_ = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+    std::random_device device;
+    rng_.seed((static_cast<std::uint64_t>(device()) << 32) ^ device() ^ index);
+    notify_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    notify_event_ = event_new(base_, notify_fd_, EV_READ | EV_PERSIST, &Worker::on_notify, this);
+    event_add(notify_event_, nullptr);
+    drain_deadline_ = evtimer_new(base_, &Worker::on_drain_deadline, this);
+    accept_resume_ = evtimer_new(base_, [](evutil_socket_t, short, void* self) {
+        for (evconnlistener* l : static_cast<Worker*>(self)->listeners_) evconnlistener_enable(l);
+    }, this);
+    generation_ = shared_.current_generation();
+}
+
+Worker::~Worker() {
+    close_listeners();
+    while (sessions_) sessions_->terminate();
+    event_free(accept_resume_);
+    event_free(drain_deadline_);
+    event_free(notify_event_);
+    close(notify_fd_);
+    event_base_free(base_);
+}
+
+std::int64_t Worker::now_ms() const {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool Worker::bind_listeners(std::string& error) {
+    for (const config::Listener& listener : generation_->config().listeners) {
+        const config::SocketAddress& address = listener.listen;
+        int fd = socket(address.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            error = address.text + ": socket: " + std::strerror(errno);
+            return false;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        // Every worker binds its own socket; the kernel spreads connections.
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+        if (address.storage.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        if (bind(fd, reinterpret_cast<const sockaddr*>(&address.storage), address.length) < 0 ||
+            listen(fd, kListenBacklog) < 0) {
+            error = address.text + ": " + std::strerror(errno);
+            close(fd);
+            return false;
+        }
+        evconnlistener* l = evconnlistener_new(base_, &Worker::on_accept, this, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+        if (!l) {
+            error = address.text + ": cannot create listener";
+            close(fd);
+            return false;
+        }
+        evconnlistener_set_error_cb(l, &Worker::on_accept_error);
+        listeners_.push_back(l);
+    }
+    return true;
+}
+
+void Worker::start() {
+    thread_ = std::thread([this] { event_base_dispatch(base_); });
+}
+
+void Worker::join() {
+    if (thread_.joinable()) thread_.join();
+}
+
+void Worker::notify_generation() {
+    generation_pending_.store(true);
+    std::uint64_t one = 1;
+    ssize_t n = write(notify_fd_, &one, sizeof one);
+    (void)n;
+}
+
+void Worker::notify_shutdown() {
+    shutdown_pending_.store(true);
+    std::uint64_t one = 1;
+    ssize_t n = write(notify_fd_, &one, sizeof one);
+    (void)n;
+}
+
+void Worker::on_notify(evutil_socket_t fd, short, void* self) {
+    auto* w = static_cast<Worker*>(self);
+    std::uint64_t value = 0;
+    ssize_t n = read(fd, &value, sizeof value);
+    (void)n;
+    if (w->generation_pending_.exchange(false)) w->adopt_generation();
+    if (w->shutdown_pending_.exchange(false)) w->begin_shutdown();
+}
+
+void Worker::adopt_generation() { generation_ = shared_.current_generation(); }
+
+void Worker::on_accept(evconnlistener*, evutil_socket_t fd, sockaddr* address, int length, void* self) {
+    static_cast<Worker*>(self)->accept_connection(fd, address, length);
+}
+
+void Worker::accept_connection(evutil_socket_t fd, sockaddr* address, int length) {
+    if (shutting_down_) {
+        evutil_closesocket(fd);
+        return;
+    }
+    const config::Config& config = generation_->config();
+    if (shared_.connections.fetch_add(1, std::memory_order_relaxed) >= config.server.max_connections) {
+        shared_.connections.fetch_sub(1, std::memory_order_relaxed);
+        refuse_and_close(fd, 503, "too many connections");
+        return;
+    }
+    std::string per_ip_key;
+    if (config.limits.max_connections_per_ip > 0) {
+        per_ip_key = ip_of(address);
+        std::lock_guard lock(shared_.per_ip_mutex);
+        std::uint64_t& count = shared_.per_ip[per_ip_key];
+        if (count >= config.limits.max_connections_per_ip) {
+            if (count == 0) shared_.per_ip.erase(per_ip_key);
+            shared_.connections.fetch_sub(1, std::memory_order_relaxed);
+            refuse_and_close(fd, 429, "too many connections from this address");
+            return;
+        }
+        ++count;
+    }
+    auto* session = new Session(*this, generation_);
+    session->per_ip_key = std::move(per_ip_key);
+    session->next = sessions_;
+    if (sessions_) sessions_->prev = session;
+    sessions_ = session;
+    ++session_count_;
+    session->start(fd, address, static_cast<socklen_t>(length));
+}
+
+void Worker::session_finished(Session* session) {
+    if (session->prev) session->prev->next = session->next;
+    if (session->next) session->next->prev = session->prev;
+    if (sessions_ == session) sessions_ = session->next;
+    --session_count_;
+    if (!session->per_ip_key.empty()) {
+        std::lock_guard lock(shared_.per_ip_mutex);
+        auto it = shared_.per_ip.find(session->per_ip_key);
+        if (it != shared_.per_ip.end() && --it->second == 0) shared_.per_ip.erase(it);
+    }
+    shared_.connections.fetch_sub(1, std::memory_order_relaxed);
+    delete session;
+    maybe_exit();
+}
+
+// Out of file descriptors (or another accept failure): pause accepting for a
+// moment instead of spinning, and say so at most once a second.
+void Worker::on_accept_error(evconnlistener*, void* self) {
+    auto* w = static_cast<Worker*>(self);
+    int error = EVUTIL_SOCKET_ERROR();
+    std::int64_t now = w->now_ms();
+    if (now - w->last_accept_error_log_ms_ >= 1000) {
+        w->last_accept_error_log_ms_ = now;
+        w->log().log(obs::Level::Error, "accept failed: {}; pausing accepts for {} ms",
+                     evutil_socket_error_to_string(error), kAcceptPauseMs);
+    }
+    for (evconnlistener* l : w->listeners_) evconnlistener_disable(l);
+    timeval tv{0, kAcceptPauseMs * 1000};
+    evtimer_add(w->accept_resume_, &tv);
+}
+
+void Worker::write_access(const obs::AccessRecord& record, const config::Config& config) {
+    if (!shared_.access_sink || !shared_.access_sink->enabled()) return;
+    shared_.access_sink->write(config.log.format == config::LogFormat::Json ? obs::format_json(record)
+                                                                            : obs::format_text(record));
+}
+
+void Worker::close_listeners() {
+    for (evconnlistener* l : listeners_) evconnlistener_free(l);
+    listeners_.clear();
+}
+
+void Worker::begin_shutdown() {
+    if (shutting_down_) return;
+    shutting_down_ = true;
+    close_listeners();
+    evtimer_del(accept_resume_);
+    for (Session* s = sessions_; s;) {
+        Session* next = s->next;
+        s->shut_down();
+        s = next;
+    }
+    std::int64_t drain = generation_->config().server.drain_timeout.count();
+    timeval tv{static_cast<time_t>(drain / 1000), static_cast<suseconds_t>((drain % 1000) * 1000)};
+    evtimer_add(drain_deadline_, &tv);
+    maybe_exit();
+}
+
+void Worker::on_drain_deadline(evutil_socket_t, short, void* self) {
+    auto* w = static_cast<Worker*>(self);
+    while (w->sessions_) w->sessions_->terminate();
+    event_base_loopexit(w->base_, nullptr);
+}
+
+void Worker::maybe_exit() {
+    if (shutting_down_ && session_count_ == 0) event_base_loopexit(base_, nullptr);
+}
+
+}  // namespace runtime

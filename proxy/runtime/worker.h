@@ -1,0 +1,108 @@
+// A worker thread: its own event_base, its own SO_REUSEPORT listening
+// sockets, and the sessions it accepted. Nothing on the hot path is shared
+// with other workers except the atomics in Shared and BackendState.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "observability/access_log.h"
+#include "observability/error_log.h"
+#include "runtime/generation.h"
+
+namespace runtime {
+
+class Session;
+
+// Process-wide state that every worker reads or updates.
+struct Shared {
+    obs::ErrorLog* error_log = nullptr;
+    obs::LogSink* access_sink = nullptr;
+    std::atomic<std::uint64_t> connections{0};  // client connections over all listeners
+
+    // Client connections per IP, for limits.max_connections_per_ip. Touched
+    // only at accept and close, and only when that limit is on.
+    std::mutex per_ip_mutex;
+    std::unordered_map<std::string, std::uint64_t> per_ip;
+
+    // The newest generation; workers adopt it when notified.
+    std::mutex generation_mutex;
+    std::shared_ptr<const Generation> generation;
+
+    std::shared_ptr<const Generation> current_generation() {
+        std::lock_guard lock(generation_mutex);
+        return generation;
+    }
+};
+
+class Worker {
+public:
+    Worker(Shared& shared, unsigned index);
+    ~Worker();
+    Worker(const Worker&) = delete;
+    Worker& operator=(const Worker&) = delete;
+
+    // Binds the listeners of the current generation (SO_REUSEPORT), in the
+    // calling thread, so that bind errors surface before the workers start.
+    bool bind_listeners(std::string& error);
+    void start();   // runs the loop in a new thread
+    void join();
+
+    // Called from the main thread: ask this worker to adopt the newest
+    // generation, or to stop accepting and close every session gracefully.
+    void notify_generation();
+    void notify_shutdown();
+
+    // For sessions.
+    event_base* base() const { return base_; }
+    Shared& shared() { return shared_; }
+    obs::ErrorLog& log() { return *shared_.error_log; }
+    std::mt19937_64& rng() { return rng_; }
+    std::int64_t now_ms() const;  // monotonic, coarse
+    void write_access(const obs::AccessRecord& record, const config::Config& config);
+    void session_finished(Session* session);
+    bool shutting_down() const { return shutting_down_; }
+
+private:
+    static void on_accept(evconnlistener* listener, evutil_socket_t fd, sockaddr* address, int length,
+                          void* self);
+    static void on_accept_error(evconnlistener* listener, void* self);
+    static void on_notify(evutil_socket_t fd, short what, void* self);
+    static void on_drain_deadline(evutil_socket_t fd, short what, void* self);
+
+    void accept_connection(evutil_socket_t fd, sockaddr* address, int length);
+    void adopt_generation();
+    void begin_shutdown();
+    void close_listeners();
+    void maybe_exit();
+
+    Shared& shared_;
+    unsigned index_;
+    event_base* base_ = nullptr;
+    std::vector<evconnlistener*> listeners_;
+    std::shared_ptr<const Generation> generation_;
+    std::mt19937_64 rng_;
+    int notify_fd_ = -1;           // eventfd: the main thread's wake-up call
+    event* notify_event_ = nullptr;
+    event* drain_deadline_ = nullptr;
+    event* accept_resume_ = nullptr;  // re-enables listeners after EMFILE
+    std::atomic<bool> generation_pending_{false};
+    std::atomic<bool> shutdown_pending_{false};
+    bool shutting_down_ = false;
+    Session* sessions_ = nullptr;     // intrusive list head
+    std::size_t session_count_ = 0;
+    std::int64_t last_accept_error_log_ms_ = 0;
+    std::thread thread_;
+};
+
+}  // namespace runtime
