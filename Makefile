@@ -43,6 +43,10 @@ $(BUILD)/%.o: %.cpp
 deps:
 	scripts/install-deps
 
+# scripts/demo installs what is missing and builds before it starts.
+demo:
+	scripts/demo
+
 # Builds and runs every suite; prints one final `N passed, N failed` line.
 check: all unit
 	scripts/run-tests $(BUILD)
