@@ -173,9 +173,10 @@ Step FrameScanner::step(std::span<const std::uint8_t> front, std::size_t availab
     if (!continuation && in_message_) {
         return error_step(close_code::protocol_error, "expected continuation frame");
     }
+    // With a limit, so_far <= max_message_bytes (this check let it grow), so
+    // the subtraction cannot wrap.
     const std::uint64_t so_far = continuation ? message_bytes_ : 0;
-    if (policy_.max_message_bytes != 0 &&
-        (so_far > policy_.max_message_bytes || h.payload_len > policy_.max_message_bytes - so_far)) {
+    if (policy_.max_message_bytes != 0 && h.payload_len > policy_.max_message_bytes - so_far) {
         return error_step(close_code::message_too_big, "message too big");
     }
 
