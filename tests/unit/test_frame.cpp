@@ -447,7 +447,7 @@ TEST_CASE("FrameScanner: rejections (§5.1, §5.2, §5.4, §5.5)") {
         {Bytes{0xC1, 0x00}, server(), 1002, "reserved bits set"},
         {Bytes{0xA1, 0x00}, server(0, true), 1002, "reserved bits set"},
         {Bytes{0x91, 0x00}, server(0, true), 1002, "reserved bits set"},
-        // RFC 7692 §6.1: RSV1 marks the first frame of a message only.
+        // RFC 7692 §6: RSV1 marks the first frame of a message only.
         {cat({Bytes{0x41, 0x00}, Bytes{0xC0, 0x00}}), server(0, true), 1002, "reserved bits set"},
         {Bytes{0xC9, 0x00}, server(0, true), 1002, "reserved bits set"},
         {Bytes{0x80, 0x00}, server(), 1002, "unexpected continuation frame"},
