@@ -16,7 +16,10 @@
 namespace chash {
 
 // Points each member gets on the ring per unit of weight (see ring.cpp).
-inline constexpr std::uint32_t kRingPointsPerWeight = 160;
+// Twice ketama's 160: with 160, ten equal back ends measured a max/mean load
+// of 1.13 on average and up to 1.25; with 320, 1.08 and up to 1.13 (30 sets
+// of ids, 200,000 keys each).
+inline constexpr std::uint32_t kRingPointsPerWeight = 320;
 
 // A circular sequence of member indices with, for each entry, the distance
 // back to the previous entry of the same member (the sequence length when the

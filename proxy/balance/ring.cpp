@@ -5,7 +5,8 @@
 //   for i = 0 .. points_per_weight * w - 1.
 //
 // A key with hash h belongs to the first point >= h, wrapping past the last
-// point to the first. Its preference order continues clockwise, listing each
+// point to the first; an index over the top bits of the hashes narrows that
+// search to about one point. Its preference order continues clockwise, listing each
 // member the first time one of its points is met. Points are sorted by
 // (hash, member id), so two members whose points collide are ordered by id,
 // never by their position in the configuration. Changing any of this
@@ -24,13 +25,28 @@ class Ring final : public Picker {
 public:
     Ring(std::vector<std::uint64_t> points, std::vector<std::uint32_t> owners,
          std::size_t member_count)
-        : points_(std::move(points)), walk_(std::move(owners), member_count), size_(member_count) {}
+        : points_(std::move(points)), walk_(std::move(owners), member_count), size_(member_count) {
+        // About one point per bucket: 2^bits >= number of points.
+        while (bits_ < 32 && (std::size_t{1} << bits_) < points_.size()) ++bits_;
+        const std::size_t buckets = std::size_t{1} << bits_;
+        bucket_start_.resize(buckets + 1);
+        std::size_t i = 0;
+        for (std::size_t b = 0; b <= buckets; ++b) {
+            while (i < points_.size() && bucket_of(points_[i]) < b) ++i;
+            bucket_start_[b] = static_cast<std::uint32_t>(i);
+        }
+    }
 
     std::size_t pick(std::uint64_t key_hash, unsigned attempt,
                      const Eligibility& eligibility) const override {
         if (points_.empty()) return kNone;
-        auto it = std::lower_bound(points_.begin(), points_.end(), key_hash);
-        std::size_t start = static_cast<std::size_t>(it - points_.begin());
+        // lower_bound over the whole ring, narrowed first to the points that
+        // share the key's top bits: every point before the bucket is smaller
+        // than the key, every point after it larger.
+        const std::size_t b = bucket_of(key_hash);
+        const auto first = points_.begin() + bucket_start_[b];
+        const auto last = points_.begin() + bucket_start_[b + 1];
+        std::size_t start = static_cast<std::size_t>(std::lower_bound(first, last, key_hash) - points_.begin());
         if (start == points_.size()) start = 0;  // past the last point: wrap
         return walk_.pick(start, attempt, eligibility);
     }
@@ -38,9 +54,15 @@ public:
     std::size_t size() const override { return size_; }
 
 private:
+    std::size_t bucket_of(std::uint64_t hash) const {
+        return bits_ == 0 ? 0 : static_cast<std::size_t>(hash >> (64 - bits_));
+    }
+
     std::vector<std::uint64_t> points_;  // sorted; points_[i] belongs to walk_.member_at(i)
     CircularWalk walk_;
     std::size_t size_;
+    unsigned bits_ = 0;                       // the top <bits_> of a hash select its bucket
+    std::vector<std::uint32_t> bucket_start_;  // first point of each bucket; one extra = size
 };
 
 }  // namespace
