@@ -42,7 +42,8 @@ struct Key {
 // Extracts the session key of <request> per <spec>; a request without it
 // falls back to <client_ip> (fell_back = true). Header names compare
 // case-insensitively, cookie and query names exactly; the first occurrence
-// wins; query values are used as sent (not percent-decoded).
+// wins; query values are used as sent (not percent-decoded); a cookie value in
+// DQUOTEs loses them; an empty value counts as missing.
 Key extract_key(const KeySpec& spec, const http1::RequestHead& request,
                 std::string_view client_ip);
 

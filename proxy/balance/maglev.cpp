@@ -72,7 +72,7 @@ std::unique_ptr<Picker> make_maglev(std::span<const Member> members, std::size_t
         const std::string& id = members[k].id;
         if (members[k].weight == 0) continue;
         const std::uint64_t offset = hash_bytes(id) % m;
-        const std::uint64_t skip = m == 1 ? 0 : XXH3_64bits_withSeed(id.data(), id.size(), 1) % (m - 1) + 1;
+        const std::uint64_t skip = XXH3_64bits_withSeed(id.data(), id.size(), 1) % (m - 1) + 1;
         builders.push_back({k, members[k].weight, offset, skip, offset});
         max_weight = std::max<std::uint64_t>(max_weight, members[k].weight);
     }

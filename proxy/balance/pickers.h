@@ -45,7 +45,8 @@ private:
     std::size_t distinct_ = 0;  // members that appear at least once
 };
 
-// Builders behind make_picker, which validates <members> first.
+// Builders behind make_picker, which validates their input first: distinct
+// ids, and for Maglev a prime <table_size>.
 std::unique_ptr<Picker> make_ring(std::span<const Member> members, std::uint32_t points_per_weight);
 std::unique_ptr<Picker> make_maglev(std::span<const Member> members, std::size_t table_size);
 
