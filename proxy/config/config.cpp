@@ -362,13 +362,13 @@ private:
     // least one element (<present> = how many tables it holds). Absent: no
     // position in the file (line 0) unless <parent> names a table to point at.
     void require_some(const Node& parent, const std::string& path, std::string_view key, std::string_view header,
-                      std::size_t present, std::string_view why) {
+                      std::size_t present) {
         const Node* node = parent.find(key);
         if (node != nullptr && node->kind != Kind::Array) return;  // reported as a type error
         if (node != nullptr && !node->items.empty()) return;       // its elements are checked one by one
         if (present > 0) return;
         const Position at = node != nullptr ? node->position : path.empty() ? Position{} : parent.position;
-        fail(at, join(path, key), "at least one [[" + std::string(header) + "]] is required" + std::string(why));
+        fail(at, join(path, key), "at least one [[" + std::string(header) + "]] is required");
     }
 
     void server(const Node& root, ServerSection& out);
@@ -459,7 +459,7 @@ void Validator::listeners(const Node& root, std::vector<Listener>& out) {
         file_index.push_back(i);
         out.push_back(std::move(listener));
     }
-    require_some(root, "", "listener", "listener", items.size(), "");
+    require_some(root, "", "listener", "listener", items.size());
 }
 
 void Validator::timeouts(const Node& root, Timeouts& out) {
@@ -592,7 +592,7 @@ void Validator::pools(const Node& root, std::vector<Pool>& out) {
             backend_index.push_back(b);
             pool.backends.push_back(std::move(backend));
         }
-        require_some(*table, path, "backend", "pool.backend", backends.size(), "");
+        require_some(*table, path, "backend", "pool.backend", backends.size());
 
         if (errors_.size() != errors_before) {
             if (name != nullptr) rejected_pools_.push_back(pool.name);
@@ -601,7 +601,7 @@ void Validator::pools(const Node& root, std::vector<Pool>& out) {
         file_index.push_back(i);
         out.push_back(std::move(pool));
     }
-    require_some(root, "", "pool", "pool", items.size(), "");
+    require_some(root, "", "pool", "pool", items.size());
 }
 
 // A route host: "" (any), a name or numeric address, or "*.domain"; stored
