@@ -113,9 +113,13 @@ struct Config {
     std::vector<Pool> pools;
 
     // The route for a request, or nullptr (-> 404): among the routes whose
-    // host matches <host> (port stripped, case-insensitive; "" matches any),
-    // the longest path_prefix that is a prefix of <path>; an exact host beats
-    // a wildcard, a wildcard beats "".
+    // host matches <host> (port and a trailing "." stripped, case-insensitive;
+    // "" matches any) and whose path_prefix is a byte prefix of <path>, the
+    // one with the most specific host (an exact host beats a wildcard, a
+    // longer wildcard beats a shorter one, a wildcard beats ""), and among
+    // those the longest path_prefix. Host first, as virtual hosts in nginx
+    // and Envoy: a catch-all route never captures a named host's traffic
+    // that one of the host's own routes matches.
     const Route* match_route(std::string_view host, std::string_view path) const;
 };
 
