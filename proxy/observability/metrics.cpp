@@ -19,6 +19,18 @@ void WorkerMetrics::session_ended(const SessionKey& key, int close_code, const s
     if (close_code != 0) ++closes[CloseKey{close_code, close_by}];
 }
 
+void WorkerMetrics::connection_opened(const std::string& listener) {
+    connections_accepted.add();
+    std::lock_guard lock(mutex);
+    ++listener_active[listener];
+}
+
+void WorkerMetrics::connection_closed(const std::string& listener) {
+    std::lock_guard lock(mutex);
+    auto it = listener_active.find(listener);
+    if (it != listener_active.end() && --it->second == 0) listener_active.erase(it);
+}
+
 std::string escape_label(const std::string& value) {
     std::string out;
     out.reserve(value.size());
@@ -61,12 +73,19 @@ std::string render_prometheus(const std::vector<WorkerMetrics*>& workers, const 
         out += '\n';
     };
 
+    std::map<SessionKey, std::uint64_t> sessions;
+    std::map<CloseKey, std::uint64_t> closes;
+    std::map<std::string, std::int64_t> listener_active;
+    for (WorkerMetrics* w : workers) {
+        std::lock_guard lock(w->mutex);
+        for (const auto& [k, v] : w->sessions) sessions[k] += v;
+        for (const auto& [k, v] : w->closes) closes[k] += v;
+        for (const auto& [k, v] : w->listener_active) listener_active[k] += v;
+    }
+
     header(out, "wsgate_connections_active", "gauge", "Client connections open now, per listener.");
-    for (std::size_t i = 0; i < process.listeners.size(); ++i) {
-        std::uint64_t active = sum(workers, [i](WorkerMetrics& w) {
-            return i < w.listener_connections.size() ? w.listener_connections[i].get() : 0;
-        });
-        line(fmt::format("wsgate_connections_active{{listener=\"{}\"}} {}", escape_label(process.listeners[i]), active));
+    for (const auto& [listener, active] : listener_active) {
+        line(fmt::format("wsgate_connections_active{{listener=\"{}\"}} {}", escape_label(listener), active));
     }
     header(out, "wsgate_connections_accepted_total", "counter", "Client connections accepted.");
     line(fmt::format("wsgate_connections_accepted_total {}", sum(workers, [](WorkerMetrics& w) { return w.connections_accepted.get(); })));
@@ -100,13 +119,6 @@ std::string render_prometheus(const std::vector<WorkerMetrics*>& workers, const 
                      static_cast<double>(sum(workers, [](WorkerMetrics& w) { return w.handshake_micros.get(); })) / 1e6));
     line(fmt::format("wsgate_handshake_duration_seconds_count {}", sum(workers, [](WorkerMetrics& w) { return w.handshake_count.get(); })));
 
-    std::map<SessionKey, std::uint64_t> sessions;
-    std::map<CloseKey, std::uint64_t> closes;
-    for (WorkerMetrics* w : workers) {
-        std::lock_guard lock(w->mutex);
-        for (const auto& [k, v] : w->sessions) sessions[k] += v;
-        for (const auto& [k, v] : w->closes) closes[k] += v;
-    }
     header(out, "wsgate_sessions_total", "counter", "Finished sessions and refused requests, per pool, back end and status.");
     for (const auto& [k, v] : sessions) {
         line(fmt::format("wsgate_sessions_total{{pool=\"{}\",backend=\"{}\",status=\"{}\"}} {}", escape_label(k.pool),

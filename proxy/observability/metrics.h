@@ -53,7 +53,6 @@ struct WorkerMetrics {
     std::array<Counter, 2> bytes;     // indexed by Dir
     std::array<Counter, 2> frames;
     std::array<Counter, 2> messages;
-    std::vector<Counter> listener_connections;  // active, per listener index (gauge parts)
     Counter connections_accepted;
     Counter connections_refused;  // limits: 503 / 429 at accept
     Counter idle_timeouts;
@@ -69,8 +68,10 @@ struct WorkerMetrics {
     std::mutex mutex;
     std::map<SessionKey, std::uint64_t> sessions;
     std::map<CloseKey, std::uint64_t> closes;
+    std::map<std::string, std::int64_t> listener_active;  // client connections open now, per listen address
 
-    explicit WorkerMetrics(std::size_t listeners) : listener_connections(listeners) {}
+    void connection_opened(const std::string& listener);
+    void connection_closed(const std::string& listener);
     void observe_handshake(std::uint64_t micros);
     void session_ended(const SessionKey& key, int close_code, const std::string& close_by);
 };
@@ -86,7 +87,6 @@ struct BackendSnapshot {
 };
 
 struct ProcessSnapshot {
-    std::vector<std::string> listeners;  // listen addresses, by index
     std::vector<BackendSnapshot> backends;
     std::uint64_t generation = 0;
     std::uint64_t reloads_ok = 0;
