@@ -118,8 +118,11 @@ private:
     detail::Progress progress_;
 };
 
-// Parses a response head (status line "HTTP/1.x NNN reason"). Same rules as
-// requests where they apply; errors carry 502 since they come from a back end.
+// Parses a response head (status line "HTTP/1.x NNN reason"; the reason may
+// be empty and its SP missing). Same rules as requests where they apply (not
+// Host, not the leading empty lines); errors carry 502 since they come from a
+// back end. Transfer codings not ending in chunked are no error here: chunked
+// stays false and the body runs until the server closes (RFC 9112 §6.3).
 class ResponseParser {
 public:
     explicit ResponseParser(Limits limits = {}) : limits_(limits) {}

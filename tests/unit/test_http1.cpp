@@ -224,6 +224,7 @@ TEST_CASE("the WebSocket opening handshake of RFC 6455 1.2 parses") {
     RequestParser parser;
     RequestHead head;
     REQUIRE(parser.parse(input, head).status == Status::Done);
+    CHECK(head.headers.capacity() == 7);  // one exact reservation, no growth
     CHECK(head.has_token("Connection", "upgrade"));
     CHECK(head.has_token("Upgrade", "WebSocket"));
     REQUIRE(head.find("sec-websocket-version") != nullptr);
