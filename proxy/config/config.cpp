@@ -379,6 +379,7 @@ private:
     void heartbeat(const Node& root, Heartbeat& out);
     void limits(const Node& root, Limits& out);
     void pools(const Node& root, std::vector<Pool>& out);
+    void health(const Node& pool, const std::string& path, HealthCheck& out);
     void routes(const Node& root, const std::vector<Pool>& pools, std::vector<Route>& out);
 
     std::string file_;
@@ -517,8 +518,9 @@ void Validator::pools(const Node& root, std::vector<Pool>& out) {
     for (const auto& [i, table] : items) {
         const std::string path = indexed("pool", i);
         const std::size_t errors_before = errors_.size();
-        check_keys(*table, path, {"name", "hash", "algorithm", "balance_factor", "backend"});
+        check_keys(*table, path, {"name", "hash", "algorithm", "balance_factor", "health", "backend"});
         Pool pool;
+        health(*table, join(path, "health"), pool.health);
 
         const Node* name = read_string(*table, path, "name", pool.name);
         if (table->find("name") == nullptr) {
@@ -602,6 +604,33 @@ void Validator::pools(const Node& root, std::vector<Pool>& out) {
         out.push_back(std::move(pool));
     }
     require_some(root, "", "pool", "pool", items.size());
+}
+
+void Validator::health(const Node& pool, const std::string& path, HealthCheck& out) {
+    const Node* table = typed(pool, path.substr(0, path.rfind('.')), "health", Kind::Table, "a table ([pool.health])");
+    if (table == nullptr) return;
+    check_keys(*table, path, {"type", "path", "interval", "timeout", "rise", "fall", "cooldown"});
+    read_choice<HealthType>(*table, path, "type",
+                            {{"tcp", HealthType::Tcp}, {"http", HealthType::Http}, {"websocket", HealthType::Websocket}},
+                            out.type);
+    if (const Node* probe_path = read_string(*table, path, "path", out.path)) {
+        if (out.path.empty() || out.path.front() != '/') {
+            fail(probe_path->position, join(path, "path"), "must start with \"/\", got " + quote(probe_path->string));
+        }
+    }
+    for (auto [key, field] : {std::pair{"interval", &out.interval}, std::pair{"timeout", &out.timeout},
+                              std::pair{"cooldown", &out.cooldown}}) {
+        Duration value{};
+        if (const Node* node = read_duration(*table, path, key, value)) {
+            if (value.count() == 0) {
+                fail(node->position, join(path, key), "must be greater than 0s, got " + quote(node->string));
+            } else {
+                *field = value;
+            }
+        }
+    }
+    read_integer(*table, path, "rise", 1, 1000, out.rise);
+    read_integer(*table, path, "fall", 1, 1000, out.fall);
 }
 
 // A route host: "" (any), a name or numeric address, or "*.domain"; stored

@@ -92,11 +92,26 @@ struct Backend {
     std::string id;  // defaults to address.text
 };
 
+enum class HealthType { None, Tcp, Http, Websocket };
+
+// Health checking of a pool's back ends. Active probes run only with a type;
+// passive checking (consecutive connect failures) is always on.
+struct HealthCheck {
+    HealthType type = HealthType::None;
+    std::string path = "/";                          // http and websocket probes
+    Duration interval = std::chrono::seconds(5);
+    Duration timeout = std::chrono::seconds(2);
+    unsigned rise = 2;   // consecutive successes that bring a down back end up
+    unsigned fall = 3;   // consecutive failures (probes or connects) that take it down
+    Duration cooldown = std::chrono::seconds(10);    // passive: how long a failing back end is skipped
+};
+
 struct Pool {
     std::string name;
     chash::KeySpec hash;
     chash::Algorithm algorithm = chash::Algorithm::Ring;
     double balance_factor = 0.0;  // > 1 enables bounded loads
+    HealthCheck health;
     std::vector<Backend> backends;
 };
 

@@ -82,6 +82,7 @@ std::string render_prometheus(const std::vector<WorkerMetrics*>& workers, const 
         for (const auto& [k, v] : w->closes) closes[k] += v;
         for (const auto& [k, v] : w->listener_active) listener_active[k] += v;
     }
+    for (const std::string& listener : process.listeners) listener_active.try_emplace(listener, 0);
 
     header(out, "wsgate_connections_active", "gauge", "Client connections open now, per listener.");
     for (const auto& [listener, active] : listener_active) {

@@ -87,6 +87,7 @@ struct BackendSnapshot {
 };
 
 struct ProcessSnapshot {
+    std::vector<std::string> listeners;  // configured listen addresses (shown even with 0 connections)
     std::vector<BackendSnapshot> backends;
     std::uint64_t generation = 0;
     std::uint64_t reloads_ok = 0;

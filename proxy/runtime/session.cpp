@@ -353,7 +353,15 @@ void Session::try_connect() {
 
 void Session::connect_failed(const char* why) {
     worker_.log().log(obs::Level::Warn, "connect to {} failed: {}", record_.backend, why);
-    backend_state_->connect_failures.fetch_add(1, std::memory_order_relaxed);
+    // Passive health: enough consecutive failures take the back end out of
+    // the hash for a cooldown; keys whose owner is up do not move.
+    const config::HealthCheck& health = pool_->config->health;
+    if (backend_state_->connect_failures.fetch_add(1, std::memory_order_relaxed) + 1 >= health.fall) {
+        std::int64_t now = worker_.now_ms();
+        if (backend_state_->down_until_ms.exchange(now + health.cooldown.count(), std::memory_order_relaxed) <= now)
+            worker_.log().log(obs::Level::Warn, "backend {} down for {} ms after {} consecutive connect failures",
+                          record_.backend, health.cooldown.count(), health.fall);
+    }
     backend_state_->active.fetch_sub(1, std::memory_order_relaxed);
     backend_state_.reset();
     bufferevent_free(backend_.bev);
