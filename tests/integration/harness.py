@@ -1131,13 +1131,14 @@ def main():
         except Exception as e:
             signal.setitimer(signal.ITIMER_REAL, 0)
             failed += 1
-            _keep_tmp = True
+            _keep_tmp = _keep_tmp or any(gw.proc is not None for gw in _gateways)
             why = str(e) if isinstance(e, AssertionError) else f"{type(e).__name__}: {e}"
             if isinstance(e, TestTimeout):
                 why = f"timed out after {timeout}s"
             print(f"FAIL {name}: {_one_line(why)}", flush=True)
             where = traceback.extract_tb(e.__traceback__)
-            test_frames = [f for f in where if f.filename != __file__]
+            test_frames = [f for f in where if os.path.dirname(os.path.abspath(f.filename)) == HERE
+                           and os.path.abspath(f.filename) != os.path.abspath(__file__)]
             if test_frames:
                 f = test_frames[-1]
                 print(f"    at {os.path.basename(f.filename)}:{f.lineno}: {f.line}", flush=True)
