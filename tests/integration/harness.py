@@ -664,14 +664,18 @@ class FrameSocket:
                 return parse_close(frame.payload)
 
     def wait_eof(self, timeout=5.0):
-        """Reads and discards until EOF; True if it came within <timeout>."""
+        """Reads and discards until EOF (recording pings); True if it came
+        within <timeout>."""
         deadline = time.monotonic() + timeout
         try:
-            while self.recv_frame(max(0.0, deadline - time.monotonic())) is not None:
-                pass
+            while True:
+                frame = self.recv_frame(max(0.0, deadline - time.monotonic()))
+                if frame is None:
+                    return True
+                if frame.opcode == OP_PING:
+                    self.pings.append(frame.payload)
         except socket.timeout:
             return False
-        return True
 
     def close(self):
         self.sock.close()
