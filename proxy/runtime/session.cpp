@@ -28,8 +28,6 @@ constexpr std::int64_t kCloseLingerMs = 5000;
 // reading (and discarding) meanwhile avoids a TCP reset that would destroy
 // the response before the client reads it.
 constexpr std::int64_t kLingeringCloseMs = 1000;
-// Failover: the owner plus up to this many other back ends.
-constexpr unsigned kMaxConnectAttempts = 3;
 
 std::string address_ip(const sockaddr* address) {
     char text[INET6_ADDRSTRLEN] = {};
@@ -323,12 +321,21 @@ void Session::handle_request(const http1::RequestHead& request, std::size_t head
 }
 
 void Session::try_connect() {
+    // Walk the key's failover order, skipping back ends this session already
+    // tried: eligibility may change between attempts (a failed back end can
+    // be marked down meanwhile), so the attempt number alone is not enough.
     PoolEligibility eligibility(*pool_, worker_.now_ms());
-    std::size_t index = pool_->picker->pick(key_hash_, attempt_, eligibility);
+    std::size_t index = chash::kNone;
+    for (unsigned rank = 0;; ++rank) {
+        index = pool_->picker->pick(key_hash_, rank, eligibility);
+        if (index == chash::kNone) break;
+        if (std::find(tried_.begin(), tried_.begin() + attempt_, index) == tried_.begin() + attempt_) break;
+    }
     if (index == chash::kNone) {
         refuse(502, attempt_ == 0 ? "no backend available" : "backend unreachable");
         return;
     }
+    tried_[attempt_] = index;
     backend_index_ = index;
     backend_state_ = pool_->states[index];
     backend_state_->active.fetch_add(1, std::memory_order_relaxed);
@@ -366,7 +373,7 @@ void Session::connect_failed(const char* why) {
     backend_state_.reset();
     bufferevent_free(backend_.bev);
     backend_.bev = nullptr;
-    if (++attempt_ < kMaxConnectAttempts) {
+    if (++attempt_ < tried_.size()) {
         try_connect();
     } else {
         refuse(502, "backend unreachable");

@@ -154,7 +154,8 @@ private:
     std::size_t backend_index_ = chash::kNone;
     std::shared_ptr<BackendState> backend_state_;
     std::uint64_t key_hash_ = 0;
-    unsigned attempt_ = 0;
+    unsigned attempt_ = 0;                       // connect attempts so far
+    std::array<std::size_t, 3> tried_{};         // back ends tried: the owner and up to two more
     std::uint64_t refusal_body_remaining_ = 0;  // bytes of a relayed refusal body still due
     bool refusal_until_eof_ = false;            // the refusal body ends when the back end closes
     bool lingering_ = false;                    // our response is out; draining the client's input
