@@ -85,3 +85,37 @@ clean:
 	rm -rf build build-*
 
 -include $(LIB_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) $(BUILD)/proxy/main.d
+
+# The version lives in VERSION only: compiled into the binary (`--version`)
+# and used to name the Debian package.
+VERSION := $(shell cat VERSION)
+$(BUILD)/proxy/main.o: CXXFLAGS += -DWSGATE_VERSION='"$(VERSION)"'
+$(BUILD)/proxy/main.o: VERSION
+
+# `make install [PREFIX=/usr/local] [DESTDIR=]`: the binary to PREFIX/sbin,
+# man pages to PREFIX/share/man, the systemd unit to UNITDIR, the logrotate
+# file to /etc/logrotate.d and the configuration to /etc/wsgate/wsgate.toml
+# only when that file does not exist yet (an edited config is never
+# overwritten; a fresh DESTDIR always gets one). The unit and logrotate file
+# are rewritten to name PREFIX/sbin/wsgate.
+PREFIX  ?= /usr/local
+UNITDIR ?= /lib/systemd/system
+SBIN     = $(PREFIX)/sbin/wsgate
+.PHONY: install deb
+install: $(BUILD)/wsgate
+	install -d -m 755 $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/man/man8 \
+		$(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(UNITDIR) $(DESTDIR)/etc/logrotate.d $(DESTDIR)/etc/wsgate
+	install -m 755 $(BUILD)/wsgate $(DESTDIR)$(SBIN)
+	sed 's|/usr/sbin/wsgate|$(SBIN)|g' packaging/systemd/wsgate.service > $(DESTDIR)$(UNITDIR)/wsgate.service
+	sed 's|/usr/sbin/wsgate|$(SBIN)|g' packaging/logrotate/wsgate > $(DESTDIR)/etc/logrotate.d/wsgate
+	chmod 644 $(DESTDIR)$(UNITDIR)/wsgate.service $(DESTDIR)/etc/logrotate.d/wsgate
+	gzip -9n < packaging/man/wsgate.8 > $(DESTDIR)$(PREFIX)/share/man/man8/wsgate.8.gz
+	gzip -9n < packaging/man/wsgate.toml.5 > $(DESTDIR)$(PREFIX)/share/man/man5/wsgate.toml.5.gz
+	chmod 644 $(DESTDIR)$(PREFIX)/share/man/man8/wsgate.8.gz $(DESTDIR)$(PREFIX)/share/man/man5/wsgate.toml.5.gz
+	test -e $(DESTDIR)/etc/wsgate/wsgate.toml || install -m 644 packaging/wsgate.toml $(DESTDIR)/etc/wsgate/wsgate.toml
+
+# `make deb`: BUILD/wsgate_VERSION_ARCH.deb, staged in BUILD/deb-root.
+deb: $(BUILD)/wsgate
+	rm -rf $(BUILD)/deb-root
+	$(MAKE) install BUILD=$(BUILD) PREFIX=/usr DESTDIR=$(abspath $(BUILD)/deb-root)
+	packaging/debian/build-deb $(BUILD)/deb-root $(VERSION) $(BUILD)
