@@ -97,25 +97,32 @@ $(BUILD)/proxy/main.o: VERSION
 # file to /etc/logrotate.d and the configuration to /etc/wsgate/wsgate.toml
 # only when that file does not exist yet (an edited config is never
 # overwritten; a fresh DESTDIR always gets one). The unit and logrotate file
-# are rewritten to name PREFIX/sbin/wsgate.
+# are rewritten to name PREFIX/sbin/wsgate, the man pages to carry VERSION.
 PREFIX  ?= /usr/local
 UNITDIR ?= /lib/systemd/system
-SBIN     = $(PREFIX)/sbin/wsgate
+DEBDIR  ?= $(BUILD)
+
+# $(call install-files,DESTDIR,PREFIX)
+define install-files
+	install -d -m 755 $(1)$(2)/sbin $(1)$(2)/share/man/man8 $(1)$(2)/share/man/man5 \
+		$(1)$(UNITDIR) $(1)/etc/logrotate.d $(1)/etc/wsgate
+	install -m 755 $(BUILD)/wsgate $(1)$(2)/sbin/wsgate
+	sed 's|/usr/sbin/wsgate|$(2)/sbin/wsgate|g' packaging/systemd/wsgate.service > $(1)$(UNITDIR)/wsgate.service
+	sed 's|/usr/sbin/wsgate|$(2)/sbin/wsgate|g' packaging/logrotate/wsgate > $(1)/etc/logrotate.d/wsgate
+	sed 's|@VERSION@|$(VERSION)|' packaging/man/wsgate.8 | gzip -9n > $(1)$(2)/share/man/man8/wsgate.8.gz
+	sed 's|@VERSION@|$(VERSION)|' packaging/man/wsgate.toml.5 | gzip -9n > $(1)$(2)/share/man/man5/wsgate.toml.5.gz
+	chmod 644 $(1)$(UNITDIR)/wsgate.service $(1)/etc/logrotate.d/wsgate \
+		$(1)$(2)/share/man/man8/wsgate.8.gz $(1)$(2)/share/man/man5/wsgate.toml.5.gz
+	test -e $(1)/etc/wsgate/wsgate.toml || install -m 644 packaging/wsgate.toml $(1)/etc/wsgate/wsgate.toml
+endef
+
 .PHONY: install deb
 install: $(BUILD)/wsgate
-	install -d -m 755 $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/man/man8 \
-		$(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(UNITDIR) $(DESTDIR)/etc/logrotate.d $(DESTDIR)/etc/wsgate
-	install -m 755 $(BUILD)/wsgate $(DESTDIR)$(SBIN)
-	sed 's|/usr/sbin/wsgate|$(SBIN)|g' packaging/systemd/wsgate.service > $(DESTDIR)$(UNITDIR)/wsgate.service
-	sed 's|/usr/sbin/wsgate|$(SBIN)|g' packaging/logrotate/wsgate > $(DESTDIR)/etc/logrotate.d/wsgate
-	chmod 644 $(DESTDIR)$(UNITDIR)/wsgate.service $(DESTDIR)/etc/logrotate.d/wsgate
-	gzip -9n < packaging/man/wsgate.8 > $(DESTDIR)$(PREFIX)/share/man/man8/wsgate.8.gz
-	gzip -9n < packaging/man/wsgate.toml.5 > $(DESTDIR)$(PREFIX)/share/man/man5/wsgate.toml.5.gz
-	chmod 644 $(DESTDIR)$(PREFIX)/share/man/man8/wsgate.8.gz $(DESTDIR)$(PREFIX)/share/man/man5/wsgate.toml.5.gz
-	test -e $(DESTDIR)/etc/wsgate/wsgate.toml || install -m 644 packaging/wsgate.toml $(DESTDIR)/etc/wsgate/wsgate.toml
+	$(call install-files,$(DESTDIR),$(PREFIX))
 
-# `make deb`: BUILD/wsgate_VERSION_ARCH.deb, staged in BUILD/deb-root.
+# `make deb`: DEBDIR/wsgate_VERSION_ARCH.deb, staged in DEBDIR/deb-root
+# (PREFIX=/usr) by the same steps as `make install`.
 deb: $(BUILD)/wsgate
-	rm -rf $(BUILD)/deb-root
-	$(MAKE) install BUILD=$(BUILD) PREFIX=/usr DESTDIR=$(abspath $(BUILD)/deb-root)
-	packaging/debian/build-deb $(BUILD)/deb-root $(VERSION) $(BUILD)
+	rm -rf $(DEBDIR)/deb-root
+	$(call install-files,$(DEBDIR)/deb-root,/usr)
+	packaging/debian/build-deb $(DEBDIR)/deb-root $(VERSION) $(DEBDIR)
