@@ -342,6 +342,9 @@ def test_log_rotation(tmp, extracted):
         report_fail(name, f"rotated access log has {line_count(access + '.1')} lines, expected 1")
         return
 
+    if shutil.which("logrotate"):
+        test_logrotate_run(tmp, extracted, logs, proc, listen_port)
+
     proc.send_signal(signal.SIGTERM)
     try:
         code = proc.wait(timeout=WAIT_S)
@@ -355,6 +358,38 @@ def test_log_rotation(tmp, extracted):
         report_fail(name, f"the new error log does not end with the stop: {read_text(error)[-300:]!r}")
         return
     report_pass(name)
+
+
+def test_logrotate_run(tmp, extracted, logs, proc, listen_port):
+    """logrotate -f with the packaged file, its glob moved to <logs> and its
+    postrotate signalling only <proc>: the logs are renamed (the previous
+    generation compressed) and wsgate continues in new files."""
+    name = "logrotate_packaged_file_rotates_and_wsgate_reopens"
+    text = read_text(os.path.join(extracted, "etc/logrotate.d/wsgate"))
+    head, _, rest = text.partition("postrotate")
+    _, _, tail = rest.partition("endscript")
+    conf = os.path.join(tmp, "logrotate.conf")
+    with open(conf, "w") as f:
+        f.write(head.replace("/var/log/wsgate/", logs + "/") +
+                f"postrotate\n\t\tkill -USR1 {proc.pid}\n\tendscript" + tail)
+    os.chmod(conf, 0o644)
+    access = os.path.join(logs, "access.log")
+    result = run(["logrotate", "-f", "-s", os.path.join(tmp, "logrotate.state"), conf])
+    problems = []
+    if result.returncode != 0:
+        problems.append(f"logrotate exit {result.returncode}: {result.stderr.strip()[-300:]}")
+    elif not wait_for(lambda: os.path.exists(access)):
+        problems.append(f"no new access.log after the postrotate SIGUSR1: {sorted(os.listdir(logs))}")
+    else:
+        plain_request(listen_port)
+        if not wait_for(lambda: line_count(access) == 1):
+            problems.append(f"new access log has {line_count(access)} lines after one request")
+        for rotated in ("access.log.1", "access.log.2.gz"):
+            if not os.path.exists(os.path.join(logs, rotated)):
+                problems.append(f"no {rotated} in {sorted(os.listdir(logs))}")
+        if line_count(access + ".1") != 1:
+            problems.append(f"access.log.1 has {line_count(access + '.1')} lines, expected 1")
+    check(name, problems)
 
 
 def test_unit(tmp, extracted):
