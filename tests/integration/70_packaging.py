@@ -470,45 +470,51 @@ def test_man(tmp, extracted, version):
             problems.append(f"wsgate.8 does not document {signal_name}")
     check("man8_documents_options_and_signals", problems)
 
-    # Every key of the reference and packaged configs is documented in
-    # wsgate.toml(5), under its own section.
+    # The EXAMPLES of wsgate.toml(5) is a valid configuration.
     page5 = man_source(extracted, "usr/share/man/man5/wsgate.toml.5.gz")
+    example = re.search(r"(?s)^\.SH EXAMPLES\n.*?^\.EX\n(.*?)^\.EE", page5, re.M)
+    example_path = os.path.join(tmp, "man-example.toml")
+    problems = []
+    if example is None:
+        problems.append("no .EX block under EXAMPLES")
+    else:
+        with open(example_path, "w") as f:
+            f.write(example.group(1).replace("\\-", "-").replace("\\(dq", '"'))
+        result = run([binary, "-t", "-c", example_path])
+        if result.returncode != 0:
+            problems.append(f"wsgate -t: {result.stderr.strip()[-300:]}")
+    check("man5_example_is_valid", problems)
+
+    # Every key of the packaged and reference configs and of the example is
+    # documented in wsgate.toml(5), under its own section.
     sections = {}
     for chunk in re.split(r"(?m)^\.S[HS] ", page5)[1:]:
         title, _, body = chunk.partition("\n")
         sections[title.strip().strip("[]")] = body
     problems = []
-    sources = [os.path.join(extracted, "etc/wsgate/wsgate.toml"), os.path.join(ROOT, "conf/wsgate.toml")]
+    sources = [os.path.join(extracted, "etc/wsgate/wsgate.toml"), os.path.join(ROOT, "conf/wsgate.toml"),
+               example_path]
     for source in filter(os.path.exists, sources):
         with open(source, "rb") as f:
-            settings = tomllib.load(f)
-        for section, value in settings.items():
-            tables = value if isinstance(value, list) else [value]
-            for table in tables:
-                for key, item in table.items():
-                    if key == "backend" and section == "pool":
-                        keys = [("pool.backend", k) for b in item for k in b]
-                    else:
-                        keys = [(section, key)]
-                    for doc_section, doc_key in keys:
-                        if not re.search(rf"(?m)^\.BR? {re.escape(doc_key)}\b",
-                                         sections.get(doc_section, "")):
-                            problems.append(f"{doc_section}.{doc_key} (from {os.path.basename(source)})")
+            for section, key in config_keys(tomllib.load(f)):
+                if not re.search(rf"(?m)^\.BR? {re.escape(key)}\b", sections.get(section, "")):
+                    problems.append(f"{section}.{key} (from {os.path.basename(source)})")
     check("man5_documents_every_key", sorted(set(problems)))
 
-    # The EXAMPLES of wsgate.toml(5) is a valid configuration.
-    example = re.search(r"(?s)^\.SH EXAMPLES\n.*?^\.EX\n(.*?)^\.EE", page5, re.M)
-    problems = []
-    if example is None:
-        problems.append("no .EX block under EXAMPLES")
-    else:
-        path = os.path.join(tmp, "man-example.toml")
-        with open(path, "w") as f:
-            f.write(example.group(1).replace("\\-", "-").replace("\\(dq", '"'))
-        result = run([binary, "-t", "-c", path])
-        if result.returncode != 0:
-            problems.append(f"wsgate -t: {result.stderr.strip()[-300:]}")
-    check("man5_example_is_valid", problems)
+
+def config_keys(table, section=""):
+    """(section, key) of every leaf key of a parsed TOML file; the section of
+    [[pool.backend]] is "pool.backend"."""
+    out = []
+    for key, value in table.items():
+        inner = f"{section}.{key}" if section else key
+        items = value if isinstance(value, list) and value and isinstance(value[0], dict) else [value]
+        if isinstance(items[0], dict):
+            for item in items:
+                out.extend(config_keys(item, inner))
+        else:
+            out.append((section, key))
+    return out
 
 
 def test_install(tmp, extracted):
