@@ -485,8 +485,8 @@ def test_man(tmp, extracted, version):
             problems.append(f"wsgate -t: {result.stderr.strip()[-300:]}")
     check("man5_example_is_valid", problems)
 
-    # Every key of the packaged and reference configs and of the example is
-    # documented in wsgate.toml(5), under its own section.
+    # Every key of the packaged and reference configs and of the example has
+    # its own entry (a .TP tag) in its section of wsgate.toml(5).
     sections = {}
     for chunk in re.split(r"(?m)^\.S[HS] ", page5)[1:]:
         title, _, body = chunk.partition("\n")
@@ -497,7 +497,7 @@ def test_man(tmp, extracted, version):
     for source in filter(os.path.exists, sources):
         with open(source, "rb") as f:
             for section, key in config_keys(tomllib.load(f)):
-                if not re.search(rf"(?m)^\.BR? {re.escape(key)}\b", sections.get(section, "")):
+                if not re.search(rf"(?m)^\.TP\n\.BR? {re.escape(key)}\b", sections.get(section, "")):
                     problems.append(f"{section}.{key} (from {os.path.basename(source)})")
     check("man5_documents_every_key", sorted(set(problems)))
 
