@@ -287,8 +287,9 @@ def test_binary(extracted, version):
 
 def test_log_rotation(tmp, extracted):
     """The packaged config, its addresses and log paths moved into <tmp>, run
-    by the packaged binary: logs rotated as logrotate does (rename, SIGUSR1)
-    continue in new files; SIGTERM stops it with status 0."""
+    by the packaged binary under a $NOTIFY_SOCKET as the Type=notify unit
+    runs it: logs rotated as logrotate does (rename, SIGUSR1) continue in new
+    files; SIGHUP reloads; SIGTERM stops it with status 0."""
     name = "packaged_config_runs_and_reopens_logs_on_usr1"
     logs = os.path.join(tmp, "logs")
     os.makedirs(logs)
@@ -312,14 +313,59 @@ def test_log_rotation(tmp, extracted):
     with open(config, "w") as f:
         f.write(text)
 
+    with NotifySocket(os.path.join(tmp, "notify.sock")) as notify:
+        env = dict(os.environ, NOTIFY_SOCKET=notify.path)
+        with open(os.path.join(tmp, "stderr.txt"), "w") as stderr:
+            proc = subprocess.Popen([os.path.join(extracted, "usr/sbin/wsgate"), "-c", config],
+                                    stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        started.append(proc)
+        run_packaged_config(name, tmp, extracted, logs, proc, listen_port, notify)
+
+
+class NotifySocket:
+    """The datagram socket of systemd's notify protocol (sd_notify(3)), as
+    Type=notify gives a service in $NOTIFY_SOCKET."""
+
+    def __init__(self, path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.settimeout(0.1)
+        self.messages = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.sock.close()
+
+    def wait(self, token, after=0):
+        """Index of the first message from index <after> on with the line
+        <token>, waiting up to WAIT_S for it; None if it never came."""
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            for i in range(after, len(self.messages)):
+                if token in self.messages[i].splitlines():
+                    return i
+            if time.monotonic() >= deadline:
+                return None
+            try:
+                self.messages.append(self.sock.recv(4096).decode(errors="replace"))
+            except socket.timeout:
+                pass
+
+
+def run_packaged_config(name, tmp, extracted, logs, proc, listen_port, notify):
     access, error = os.path.join(logs, "access.log"), os.path.join(logs, "error.log")
-    with open(os.path.join(tmp, "stderr.txt"), "w") as stderr:
-        proc = subprocess.Popen([os.path.join(extracted, "usr/sbin/wsgate"), "-c", config],
-                                stdout=subprocess.DEVNULL, stderr=stderr)
-    started.append(proc)
     if not wait_for(lambda: "ready" in read_text(error) or proc.poll() is not None) or proc.poll() is not None:
         report_fail(name, f"not ready (exit {proc.poll()}): {read_text(error)[-300:]!r}")
         return
+    # Type=notify: READY=1 at start, RELOADING=1 (with MONOTONIC_USEC) then
+    # READY=1 around a SIGHUP, STOPPING=1 when a SIGTERM begins the drain.
+    notify_problems = []
+    ready = notify.wait("READY=1")
+    if ready is None:
+        notify_problems.append(f"no READY=1 after start (got {notify.messages})")
     status = plain_request(listen_port)
     if " 426 " not in status + " ":
         report_fail(name, f"plain GET answered {status!r}, expected 426")
@@ -345,6 +391,18 @@ def test_log_rotation(tmp, extracted):
     if shutil.which("logrotate"):
         test_logrotate_run(tmp, extracted, logs, proc, listen_port)
 
+    after = len(notify.messages)
+    proc.send_signal(signal.SIGHUP)
+    reloading = notify.wait("RELOADING=1", after)
+    if reloading is None:
+        notify_problems.append(f"no RELOADING=1 after SIGHUP (got {notify.messages[after:]})")
+    else:
+        if not any(line.startswith("MONOTONIC_USEC=") for line in notify.messages[reloading].splitlines()):
+            notify_problems.append(f"RELOADING=1 without MONOTONIC_USEC: {notify.messages[reloading]!r}")
+        if notify.wait("READY=1", reloading + 1) is None:
+            notify_problems.append(f"no READY=1 after the reload (got {notify.messages[after:]})")
+
+    after = len(notify.messages)
     proc.send_signal(signal.SIGTERM)
     try:
         code = proc.wait(timeout=WAIT_S)
@@ -358,6 +416,9 @@ def test_log_rotation(tmp, extracted):
         report_fail(name, f"the new error log does not end with the stop: {read_text(error)[-300:]!r}")
         return
     report_pass(name)
+    if notify.wait("STOPPING=1", after) is None:
+        notify_problems.append(f"no STOPPING=1 after SIGTERM (got {notify.messages[after:]})")
+    check("unit_type_notify_protocol", notify_problems)
 
 
 def test_logrotate_run(tmp, extracted, logs, proc, listen_port):
