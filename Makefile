@@ -90,3 +90,44 @@ clean:
 	rm -rf build build-*
 
 -include $(LIB_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) $(BUILD)/proxy/main.d
+
+# The version lives in VERSION only: compiled into the binary (`--version`)
+# and used to name the Debian package.
+VERSION := $(shell cat VERSION)
+$(BUILD)/proxy/main.o: CXXFLAGS += -DWSGATE_VERSION='"$(VERSION)"'
+$(BUILD)/proxy/main.o: VERSION
+
+# `make install [PREFIX=/usr/local] [DESTDIR=]`: the binary to PREFIX/sbin,
+# man pages to PREFIX/share/man, the systemd unit to UNITDIR, the logrotate
+# file to /etc/logrotate.d and the configuration to /etc/wsgate/wsgate.toml
+# only when that file does not exist yet (an edited config is never
+# overwritten; a fresh DESTDIR always gets one). The unit and logrotate file
+# are rewritten to name PREFIX/sbin/wsgate, the man pages to carry VERSION.
+PREFIX  ?= /usr/local
+UNITDIR ?= /lib/systemd/system
+DEBDIR  ?= $(BUILD)
+
+# $(call install-files,DESTDIR,PREFIX)
+define install-files
+	install -d -m 755 $(1)$(2)/sbin $(1)$(2)/share/man/man8 $(1)$(2)/share/man/man5 \
+		$(1)$(UNITDIR) $(1)/etc/logrotate.d $(1)/etc/wsgate
+	install -m 755 $(BUILD)/wsgate $(1)$(2)/sbin/wsgate
+	sed 's|/usr/sbin/wsgate|$(2)/sbin/wsgate|g' packaging/systemd/wsgate.service > $(1)$(UNITDIR)/wsgate.service
+	sed 's|/usr/sbin/wsgate|$(2)/sbin/wsgate|g' packaging/logrotate/wsgate > $(1)/etc/logrotate.d/wsgate
+	sed 's|@VERSION@|$(VERSION)|' packaging/man/wsgate.8 | gzip -9n > $(1)$(2)/share/man/man8/wsgate.8.gz
+	sed 's|@VERSION@|$(VERSION)|' packaging/man/wsgate.toml.5 | gzip -9n > $(1)$(2)/share/man/man5/wsgate.toml.5.gz
+	chmod 644 $(1)$(UNITDIR)/wsgate.service $(1)/etc/logrotate.d/wsgate \
+		$(1)$(2)/share/man/man8/wsgate.8.gz $(1)$(2)/share/man/man5/wsgate.toml.5.gz
+	test -e $(1)/etc/wsgate/wsgate.toml || install -m 644 packaging/wsgate.toml $(1)/etc/wsgate/wsgate.toml
+endef
+
+.PHONY: install deb
+install: $(BUILD)/wsgate
+	$(call install-files,$(DESTDIR),$(PREFIX))
+
+# `make deb`: DEBDIR/wsgate_VERSION_ARCH.deb, staged in DEBDIR/deb-root
+# (PREFIX=/usr) by the same steps as `make install`.
+deb: $(BUILD)/wsgate
+	rm -rf $(DEBDIR)/deb-root
+	$(call install-files,$(DEBDIR)/deb-root,/usr)
+	packaging/debian/build-deb $(DEBDIR)/deb-root $(VERSION) $(DEBDIR)

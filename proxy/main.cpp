@@ -6,9 +6,15 @@
 #include "config/config.h"
 #include "runtime/server.h"
 
+// The Makefile passes -DWSGATE_VERSION from the top-level VERSION file, the
+// one place the version is written (it also names the Debian package).
+#ifndef WSGATE_VERSION
+#define WSGATE_VERSION "0.0.0+unknown"
+#endif
+
 namespace {
 
-constexpr const char* kVersion = "0.1.0";
+constexpr const char* kVersion = WSGATE_VERSION;
 
 void print_usage(std::FILE* out) {
     std::fprintf(out,
