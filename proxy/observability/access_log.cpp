@@ -100,7 +100,7 @@ std::string format_json(const AccessRecord& r) {
 }
 
 std::string format_text(const AccessRecord& r) {
-    std::string out = format_time(r.time_ms);
+    std::string out = "time=" + format_time(r.time_ms);
     add_text(out, "request_id", r.request_id);
     add_text(out, "client", r.client);
     add_text(out, "method", r.method);

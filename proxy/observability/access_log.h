@@ -18,7 +18,7 @@ struct AccessRecord {
     std::string pool;
     std::string backend;       // "ip:port" or ""
     bool key_fallback = false; // the pool's hash key was missing: client address used
-    std::int64_t connect_ms = -1;  // -1 = no back-end connection was made
+    std::int64_t connect_ms = 0;   // 0 also when no back-end connection was made (backend "")
     std::int64_t duration_ms = 0;
     std::uint64_t bytes_in = 0;     // from the client, head included
     std::uint64_t bytes_out = 0;    // to the client, head included
@@ -35,7 +35,7 @@ std::string format_time(std::int64_t epoch_ms);
 // {"time":"...","request_id":"...",...} with every field, strings escaped.
 std::string format_json(const AccessRecord& record);
 
-// time request_id=... client=... ... reason="..." (same fields, one line;
+// time=... request_id=... client=... ... reason="..." (same fields, one line;
 // values with spaces or quotes are quoted and escaped).
 std::string format_text(const AccessRecord& record);
 

@@ -533,13 +533,11 @@ void Session::pump(Side from) {
         }
         std::size_t available = evbuffer_get_length(input);
         if (available == 0) break;
-        if (dst.gone || dst.close_sent) {
-            // The destination is closed to data; what the source still sends is void.
-            evbuffer_drain(input, available);
-            break;
-        }
-        evbuffer* output = bufferevent_get_output(dst.bev);
-        if (evbuffer_get_length(output) >= high) {
+        // Once the destination is closed to data, frames are still scanned (a
+        // close reply or a pong must be seen) but their bytes are dropped.
+        const bool discard = dst.gone || dst.close_sent;
+        evbuffer* output = discard ? nullptr : bufferevent_get_output(dst.bev);
+        if (output && evbuffer_get_length(output) >= high) {
             bufferevent_disable(src.bev, EV_READ);
             break;
         }
@@ -553,6 +551,11 @@ void Session::pump(Side from) {
             case ws::Step::Kind::NeedMore:
                 return;
             case ws::Step::Kind::Forward:
+                if (discard) {
+                    evbuffer_drain(input, step.bytes);
+                    if (from == Side::Client) record_.bytes_in += step.bytes;
+                    break;
+                }
                 evbuffer_remove_buffer(input, output, step.bytes);
                 metrics.bytes[dir].add(step.bytes);
                 if (from == Side::Client) {
