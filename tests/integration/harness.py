@@ -1137,6 +1137,8 @@ def main():
             failed += 1
             _keep_tmp = _keep_tmp or any(gw.proc is not None for gw in _gateways)
             why = str(e) if isinstance(e, AssertionError) else f"{type(e).__name__}: {e}"
+            if isinstance(e, (TimeoutError, asyncio.TimeoutError)) and not str(e):
+                why = "timed out waiting for wsgate (no answer)"
             if isinstance(e, TestTimeout):
                 why = f"timed out after {timeout}s"
             print(f"FAIL {name}: {_one_line(why)}", flush=True)
