@@ -282,7 +282,7 @@ TEST_CASE("config: unknown keys at every level") {
     CHECK(load_error(base("wieght = 2\n")) ==
           "t.toml:7:1: pool[0].backend[0].wieght: unknown key (expected address, weight or id)");
     CHECK(load_error(base("[[pool]]\nname = \"b\"\nbackends = []\n[[pool.backend]]\naddress = \"127.0.0.1:1\"\n[[route]]\npool = \"main\"\n")) ==
-          "t.toml:9:1: pool[1].backends: unknown key (expected name, hash, algorithm, balance_factor or backend)");
+          "t.toml:9:1: pool[1].backends: unknown key (expected name, hash, algorithm, balance_factor, health or backend)");
     CHECK(load_error("[[listener]]\nlisten = \"127.0.0.1:1\"\ntls = true\n[[pool]]\nname = \"a\"\n"
                      "backend = [{address = \"127.0.0.1:2\"}]\n") ==
           "t.toml:3:1: listener[0].tls: unknown key (expected listen)");
@@ -668,4 +668,41 @@ TEST_CASE("config: match_route with no catch-all route returns nullptr") {
     CHECK(cfg->match_route("a.com", "/x") == &cfg->routes[0]);
     CHECK(cfg->match_route("b.com", "/x") == nullptr);
     CHECK(cfg->match_route("a.com", "/y") == nullptr);
+}
+
+TEST_CASE("config: [pool.health] defaults, values and errors") {
+    auto defaults = load_ok(kBase);
+    const config::HealthCheck& d = defaults->pools[0].health;
+    CHECK(d.type == config::HealthType::None);
+    CHECK(d.path == "/");
+    CHECK(d.interval == std::chrono::seconds(5));
+    CHECK(d.timeout == std::chrono::seconds(2));
+    CHECK(d.rise == 2);
+    CHECK(d.fall == 3);
+    CHECK(d.cooldown == std::chrono::seconds(10));
+
+    auto cfg = load_ok(base("[pool.health]\ntype = \"websocket\"\npath = \"/health\"\ninterval = \"250ms\"\n"
+                            "timeout = \"100ms\"\nrise = 1\nfall = 5\ncooldown = \"1m\"\n"));
+    const config::HealthCheck& h = cfg->pools[0].health;
+    CHECK(h.type == config::HealthType::Websocket);
+    CHECK(h.path == "/health");
+    CHECK(h.interval == std::chrono::milliseconds(250));
+    CHECK(h.timeout == std::chrono::milliseconds(100));
+    CHECK(h.rise == 1);
+    CHECK(h.fall == 5);
+    CHECK(h.cooldown == std::chrono::minutes(1));
+
+    CHECK(load_error(base("[pool.health]\ntype = \"udp\"\n")) ==
+          "t.toml:8:8: pool[0].health.type: expected \"tcp\", \"http\" or \"websocket\", got \"udp\"");
+    CHECK(load_error(base("[pool.health]\npath = \"health\"\n")) ==
+          "t.toml:8:8: pool[0].health.path: must start with \"/\", got \"health\"");
+    CHECK(load_error(base("[pool.health]\ninterval = \"0s\"\n")) ==
+          "t.toml:8:12: pool[0].health.interval: must be greater than 0s, got \"0s\"");
+    CHECK(load_error(base("[pool.health]\nfall = 0\n")) ==
+          "t.toml:8:8: pool[0].health.fall: must be a positive integer, got 0");
+    CHECK(load_error(base("[pool.health]\nretries = 3\n")) ==
+          "t.toml:8:1: pool[0].health.retries: unknown key (expected type, path, interval, timeout, rise, fall or cooldown)");
+    CHECK(load_error("[[listener]]\nlisten = \"127.0.0.1:8080\"\n[[pool]]\nname = \"main\"\nhealth = 1\n"
+                     "[[pool.backend]]\naddress = \"127.0.0.1:9001\"\n") ==
+          "t.toml:5:10: pool[0].health: expected a table ([pool.health]), got an integer");
 }
