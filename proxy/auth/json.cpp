@@ -98,7 +98,7 @@ private:
             skip_space();
             Value value;
             if (!parse_value(value, depth)) return false;
-            out.members.emplace_back(std::move(name), std::move(value));
+            out.members.push_back(Member{std::move(name), std::move(value)});
             skip_space();
             if (at_end()) return fail("unterminated object");
             if (peek() == '}') {
@@ -336,9 +336,9 @@ void serialize_into(std::string& out, const Value& v) {
         out += '{';
         for (std::size_t i = 0; i < v.members.size(); ++i) {
             if (i) out += ',';
-            serialize_string(out, v.members[i].first);
+            serialize_string(out, v.members[i].name);
             out += ':';
-            serialize_into(out, v.members[i].second);
+            serialize_into(out, v.members[i].value);
         }
         out += '}';
         break;
@@ -348,8 +348,8 @@ void serialize_into(std::string& out, const Value& v) {
 }  // namespace
 
 const Value* Value::find(std::string_view name) const {
-    for (const auto& [key, value] : members)
-        if (key == name) return &value;
+    for (const auto& member : members)
+        if (member.name == name) return &member.value;
     return nullptr;
 }
 

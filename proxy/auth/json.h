@@ -9,11 +9,12 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <variant>
 #include <vector>
 
 namespace json {
+
+struct Member;
 
 struct Value {
     enum class Kind { Null, Bool, Number, String, Array, Object };
@@ -25,10 +26,18 @@ struct Value {
     // text of the number (see number_text()).
     std::string text;
     std::vector<Value> items;                             // Kind::Array
-    std::vector<std::pair<std::string, Value>> members;   // Kind::Object, in input order
+    std::vector<Member> members;  // Kind::Object, in input order
 
     // The member named <name> of an object, or nullptr.
     const Value* find(std::string_view name) const;
+};
+
+// One object member, defined after Value: a std::vector may name an
+// incomplete element type, but std::pair<std::string, Value> inside Value
+// needs Value complete (clang rejects it).
+struct Member {
+    std::string name;
+    Value value;
 };
 
 struct Limits {

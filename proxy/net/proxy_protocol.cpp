@@ -140,7 +140,9 @@ Result parse_v1(std::span<const std::uint8_t> buffered) {
             return parse_v1_line(line, i + 1);
         }
         // §2.1: "must not tolerate a single CR or LF character to end the line".
-        if (c == '\r' && i + 1 < buffered.size() && buffered[i + 1] != '\n')
+        // A CR in the last allowed position cannot start a CRLF in time; that
+        // is the "no CRLF" error, whatever byte follows.
+        if (c == '\r' && i + 1 < limit && buffered[i + 1] != '\n')
             return error("PROXY v1: bare CR");
         // The line is US-ASCII text; anything else is not the protocol.
         if (c != '\r' && (c < 0x20 || c > 0x7e)) return error("PROXY v1: invalid character");

@@ -79,9 +79,9 @@ TEST_CASE("JSON numbers keep the double and a canonical text") {
 TEST_CASE("JSON object members keep input order") {
     auto v = parse_ok("{\"z\":1,\"a\":2,\"m\":3}");
     REQUIRE(v.members.size() == 3);
-    CHECK(v.members[0].first == "z");
-    CHECK(v.members[1].first == "a");
-    CHECK(v.members[2].first == "m");
+    CHECK(v.members[0].name == "z");
+    CHECK(v.members[1].name == "a");
+    CHECK(v.members[2].name == "m");
 }
 
 TEST_CASE("JSON parser refuses everything outside RFC 8259, with the byte offset") {
