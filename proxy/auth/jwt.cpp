@@ -8,7 +8,6 @@
 #include <openssl/x509.h>
 
 #include <array>
-#include <cstring>
 #include <vector>
 
 namespace jwt {
