@@ -14,7 +14,10 @@
 #include <variant>
 #include <vector>
 
+#include "auth/jwt.h"
 #include "balance/chash.h"
+#include "net/cidr.h"
+#include "net/tls.h"
 
 namespace config {
 
@@ -56,6 +59,9 @@ struct AdminSection {
 
 struct Listener {
     SocketAddress listen;
+    std::shared_ptr<const tls::ServerContext> tls;  // set: wss:// (TLS terminated here)
+    bool proxy_protocol = false;   // connections start with a PROXY v1/v2 header
+    net::CidrSet trusted_proxies;  // peers whose X-Forwarded-For names the client
 };
 
 struct Timeouts {
@@ -77,6 +83,18 @@ struct Limits {
     std::uint64_t max_message_bytes = 0;       // 0 = unlimited
     std::uint64_t max_connections_per_ip = 0;  // 0 = unlimited
     std::uint64_t buffer_bytes = 262144;       // high watermark per direction
+    double handshakes_per_ip = 0;              // per second per client address; 0 = unlimited
+    std::uint32_t handshake_burst = 0;         // bucket size; 0 = max(1, handshakes_per_ip)
+};
+
+// Where a route finds the client's token.
+enum class TokenSource { Header, Cookie, Query };
+
+struct RouteAuth {
+    std::shared_ptr<const jwt::Verifier> verifier;
+    TokenSource token_from = TokenSource::Header;  // Header: "Authorization: Bearer <token>"
+    std::string token_name;                        // cookie or query parameter name
+    std::vector<std::string> forward_claims;       // claim -> "X-Auth-<Claim>" header
 };
 
 struct Route {
@@ -84,12 +102,15 @@ struct Route {
     std::string host;  // "" = any; "*.example.com" matches one or more labels
     std::string pool;
     std::size_t pool_index = 0;  // filled by validation: index into Config::pools
+    std::vector<std::string> allowed_origins;  // empty = any Origin; "https://*.example.com" allowed
+    std::optional<RouteAuth> auth;
 };
 
 struct Backend {
     SocketAddress address;
     std::uint32_t weight = 1;
     std::string id;  // defaults to address.text
+    bool tls = false;  // connect with TLS (the pool's [pool.tls] settings)
 };
 
 enum class HealthType { None, Tcp, Http, Websocket };
@@ -112,6 +133,7 @@ struct Pool {
     chash::Algorithm algorithm = chash::Algorithm::Ring;
     double balance_factor = 0.0;  // > 1 enables bounded loads
     HealthCheck health;
+    std::shared_ptr<const tls::ClientContext> tls;  // set when some backend has tls = true
     std::vector<Backend> backends;
 };
 

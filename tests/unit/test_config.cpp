@@ -276,19 +276,19 @@ TEST_CASE("config: unknown keys at every level") {
           "t.toml:8:1: heartbeat.intervall: unknown key (expected interval, timeout or peers)");
     CHECK(load_error(base("[limits]\nmax_frame_bytes = 1\n")) ==
           "t.toml:8:1: limits.max_frame_bytes: unknown key (expected max_header_bytes, max_message_bytes, "
-          "max_connections_per_ip or buffer_bytes)");
+          "max_connections_per_ip, buffer_bytes, handshakes_per_ip or handshake_burst)");
     CHECK(load_error(base("[[route]]\npool = \"main\"\nprefix = \"/\"\n")) ==
-          "t.toml:9:1: route[0].prefix: unknown key (expected path_prefix, host or pool)");
+          "t.toml:9:1: route[0].prefix: unknown key (expected path_prefix, host, pool, allowed_origins or auth)");
     CHECK(load_error(base("wieght = 2\n")) ==
-          "t.toml:7:1: pool[0].backend[0].wieght: unknown key (expected address, weight or id)");
+          "t.toml:7:1: pool[0].backend[0].wieght: unknown key (expected address, weight, id or tls)");
     CHECK(load_error(base("[[pool]]\nname = \"b\"\nbackends = []\n[[pool.backend]]\naddress = \"127.0.0.1:1\"\n[[route]]\npool = \"main\"\n")) ==
-          "t.toml:9:1: pool[1].backends: unknown key (expected name, hash, algorithm, balance_factor, health or backend)");
+          "t.toml:9:1: pool[1].backends: unknown key (expected name, hash, algorithm, balance_factor, health, tls or backend)");
     CHECK(load_error("[[listener]]\nlisten = \"127.0.0.1:1\"\ntls = true\n[[pool]]\nname = \"a\"\n"
                      "backend = [{address = \"127.0.0.1:2\"}]\n") ==
-          "t.toml:3:1: listener[0].tls: unknown key (expected listen)");
+          "t.toml:3:7: listener[0].tls: expected a table ([listener.tls]), got a boolean");
     CHECK(load_error("[[listener]]\nlisten = \"127.0.0.1:1\"\n[[pool]]\nname = \"a\"\n"
                      "backend = [{address = \"127.0.0.1:2\", w = 1}]\n") ==
-          "t.toml:5:38: pool[0].backend[0].w: unknown key (expected address, weight or id)");
+          "t.toml:5:38: pool[0].backend[0].w: unknown key (expected address, weight, id or tls)");
 }
 
 TEST_CASE("config: wrong types") {
@@ -352,7 +352,7 @@ TEST_CASE("config: bad values") {
           "t.toml:8:9: log.level: expected \"debug\", \"info\", \"warn\" or \"error\", got \"trace\"");
     CHECK(load_error(base("[log]\nerror = \"\"\n")) == "t.toml:8:9: log.error: expected a path or \"-\" (stderr), got \"\"");
     CHECK(load_error(base("[[pool]]\nname = \"b\"\nhash = \"header:\"\nbackend = [{address = \"127.0.0.1:1\"}]\n[[route]]\npool = \"main\"\n")) ==
-          "t.toml:9:8: pool[1].hash: expected \"ip\", \"path\", \"header:NAME\", \"cookie:NAME\" or \"query:NAME\", "
+          "t.toml:9:8: pool[1].hash: expected \"ip\", \"path\", \"header:NAME\", \"cookie:NAME\", \"query:NAME\" or \"claim:NAME\", "
           "got \"header:\"");
     CHECK(load_error(base("[[pool]]\nname = \"b\"\nalgorithm = \"rendezvous\"\nbackend = [{address = \"127.0.0.1:1\"}]\n[[route]]\npool = \"main\"\n")) ==
           "t.toml:9:13: pool[1].algorithm: expected \"ring\" or \"maglev\", got \"rendezvous\"");
