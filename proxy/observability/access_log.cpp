@@ -95,6 +95,7 @@ std::string format_json(const AccessRecord& r) {
     add_number(out, "close_code", r.close_code);
     add_string(out, "close_by", r.close_by);
     add_string(out, "reason", r.reason);
+    add_string(out, "subject", r.subject);
     out += '}';
     return out;
 }
@@ -119,6 +120,7 @@ std::string format_text(const AccessRecord& r) {
     add_text(out, "close_code", std::to_string(r.close_code));
     add_text(out, "close_by", r.close_by);
     add_text(out, "reason", r.reason);
+    add_text(out, "subject", r.subject);
     return out;
 }
 

@@ -27,6 +27,7 @@ struct AccessRecord {
     int close_code = 0;
     std::string close_by;      // "client" | "backend" | "proxy" | ""
     std::string reason;
+    std::string subject;       // "sub" of a verified token, "" without one
 };
 
 // RFC 3339 UTC with milliseconds: "2026-11-25T20:00:00.123Z".

@@ -20,6 +20,14 @@ void append_header(std::string& out, std::string_view name, std::string_view val
 
 }  // namespace
 
+static bool added_by_proxy(std::string_view name, const ClientFacts& facts) {
+    if (!facts.added) return false;
+    for (const http1::Header& h : *facts.added) {
+        if (http1::iequals(h.name, name)) return true;
+    }
+    return false;
+}
+
 std::string build_request_head(const http1::RequestHead& request, const ClientFacts& facts) {
     std::string out;
     out.reserve(512 + request.headers.size() * 48);
@@ -30,6 +38,7 @@ std::string build_request_head(const http1::RequestHead& request, const ClientFa
 
     std::string forwarded_for;
     for (const http1::Header& h : request.headers) {
+        if (added_by_proxy(h.name, facts)) continue;
         if (!replaced_by_proxy(h.name)) {
             append_header(out, h.name, h.value);
         } else if (http1::iequals(h.name, "x-forwarded-for") && !h.value.empty()) {
@@ -43,6 +52,9 @@ std::string build_request_head(const http1::RequestHead& request, const ClientFa
     append_header(out, "X-Forwarded-Proto", facts.proto);
     if (const http1::Header* host = request.find("host")) append_header(out, "X-Forwarded-Host", host->value);
     append_header(out, "X-Request-Id", facts.request_id);
+    if (facts.added) {
+        for (const http1::Header& h : *facts.added) append_header(out, h.name, h.value);
+    }
     out.append("\r\n");
     return out;
 }
@@ -60,6 +72,40 @@ bool acceptable_request_id(std::string_view id) {
         if (c <= ' ' || c >= 0x7f || c == '"' || c == '\\') return false;
     }
     return true;
+}
+
+bool origin_allowed(std::string_view origin, const std::vector<std::string>& patterns) {
+    if (patterns.empty()) return true;
+    for (const std::string& pattern : patterns) {
+        if (http1::iequals(pattern, origin)) return true;
+        std::size_t star = pattern.find("://*.");
+        if (star == std::string::npos) continue;
+        std::string_view scheme(pattern.data(), star + 3);            // "https://"
+        std::string_view suffix = std::string_view(pattern).substr(star + 4);  // ".example.com[:port]"
+        if (origin.size() <= scheme.size() + suffix.size()) continue;
+        if (!http1::iequals(origin.substr(0, scheme.size()), scheme)) continue;
+        if (!http1::iequals(origin.substr(origin.size() - suffix.size()), suffix)) continue;
+        std::string_view host = origin.substr(scheme.size(), origin.size() - scheme.size() - suffix.size());
+        bool clean = !host.empty() && host.front() != '.' &&
+                     host.find_first_of(":/@") == std::string_view::npos;
+        if (clean) return true;
+    }
+    return false;
+}
+
+std::string claim_header_name(std::string_view claim) {
+    std::string name = "X-Auth-";
+    bool start = true;
+    for (char c : claim) {
+        if (c == '_' || c == '-') {
+            name += '-';
+            start = true;
+        } else {
+            name += start && c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c;
+            start = false;
+        }
+    }
+    return name;
 }
 
 std::string format_request_id(std::uint64_t high, std::uint64_t low) {

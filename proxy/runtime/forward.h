@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "protocol/http1.h"
 
@@ -14,6 +15,9 @@ struct ClientFacts {
     std::string_view client_ip;   // the address the proxy sees (or trusts)
     std::string_view proto;       // "http" or "https"
     std::string_view request_id;  // kept from the client or generated
+    // Headers the proxy adds (e.g. X-Auth-Sub from a verified token); client
+    // headers of the same names are dropped so they cannot be forged.
+    const std::vector<http1::Header>* added = nullptr;
 };
 
 // The head forwarded to a back end: the request line and every header as the
@@ -30,6 +34,16 @@ std::string error_response(int status, std::string_view body, std::string_view e
 // A client-supplied X-Request-Id is kept when it is 1..128 visible ASCII
 // characters without separators that would break a log line.
 bool acceptable_request_id(std::string_view id);
+
+// True when <origin> (an Origin header value) is allowed by <patterns>:
+// equal ignoring case, or a pattern "scheme://*.suffix" matching the same
+// scheme and a host of one or more labels before ".suffix" (port included in
+// the comparison). An empty pattern list allows everything.
+bool origin_allowed(std::string_view origin, const std::vector<std::string>& patterns);
+
+// "X-Auth-" + <claim> with each word capitalised and '_' as '-':
+// "sub" -> "X-Auth-Sub", "email_verified" -> "X-Auth-Email-Verified".
+std::string claim_header_name(std::string_view claim);
 
 // 32 lowercase hex digits from two 64-bit random values.
 std::string format_request_id(std::uint64_t high, std::uint64_t low);

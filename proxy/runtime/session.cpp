@@ -11,8 +11,13 @@
 #include <optional>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
 
+#include "auth/jwt.h"
 #include "balance/chash.h"
+#include "net/cidr.h"
+#include "net/proxy_protocol.h"
+#include "net/tls.h"
 #include "runtime/forward.h"
 #include "runtime/worker.h"
 
@@ -59,6 +64,7 @@ const char* side_name(Side side) { return side == Side::Client ? "client" : "bac
 
 const char* to_string(SessionState state) {
     switch (state) {
+        case SessionState::ReadingProxyHeader: return "reading-proxy-header";
         case SessionState::ReadingRequest: return "reading-request";
         case SessionState::Connecting: return "connecting";
         case SessionState::AwaitingResponse: return "awaiting-response";
@@ -105,6 +111,7 @@ void Session::arm_timer(std::int64_t delay_ms) {
 void Session::on_client_read(bufferevent*, void* self) {
     auto* s = static_cast<Session*>(self);
     switch (s->state_) {
+        case SessionState::ReadingProxyHeader: s->read_proxy_header(); break;
         case SessionState::ReadingRequest: s->read_request(); break;
         case SessionState::Open:
         case SessionState::Closing: s->pump(Side::Client); break;
@@ -182,7 +189,9 @@ void Session::on_backend_event(bufferevent*, short what, void* self) {
         if (what & BEV_EVENT_CONNECTED) {
             s->backend_connected();
         } else if (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)) {
-            s->connect_failed(evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+            std::string why = evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR());
+            if (SSL* ssl = bufferevent_openssl_get_ssl(s->backend_.bev)) why = "TLS: " + tls::last_error(ssl);
+            s->connect_failed(why.c_str());
         }
         return;
     }
@@ -213,6 +222,11 @@ void Session::on_backend_event(bufferevent*, short what, void* self) {
 void Session::on_timer(evutil_socket_t, short, void* self) {
     auto* s = static_cast<Session*>(self);
     switch (s->state_) {
+        case SessionState::ReadingProxyHeader:
+            s->record_.reason = "PROXY header timeout";
+            s->record_.close_by = "proxy";
+            s->finish();
+            break;
         case SessionState::ReadingRequest:
             // Slowloris and silent clients: the head did not arrive in time.
             s->refuse(408, "request head timeout");
@@ -240,13 +254,21 @@ void Session::on_timer(evutil_socket_t, short, void* self) {
 
 // ---- Handshake ---------------------------------------------------------------
 
-void Session::start(int fd, const sockaddr* address, socklen_t) {
+void Session::start(int fd, const sockaddr* address, socklen_t, const config::Listener& listener) {
     started_ms_ = worker_.now_ms();
     clock_gettime(CLOCK_MONOTONIC, &accepted_at_);
-    client_ip_ = address_ip(address);
+    listener_ = &listener;
+    peer_ip_ = client_ip_ = address_ip(address);
     record_.client = address->sa_family == AF_INET6 ? "[" + client_ip_ + "]:" + std::to_string(address_port(address))
                                                     : client_ip_ + ":" + std::to_string(address_port(address));
-    client_.bev = bufferevent_socket_new(worker_.base(), fd, BEV_OPT_CLOSE_ON_FREE);
+    if (listener.tls) {
+        client_.bev = bufferevent_openssl_socket_new(worker_.base(), fd, listener.tls->new_ssl(),
+                                                     BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+        // A client that closes TCP without close_notify has still closed.
+        if (client_.bev) bufferevent_openssl_set_allow_dirty_shutdown(client_.bev, 1);
+    } else {
+        client_.bev = bufferevent_socket_new(worker_.base(), fd, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (!client_.bev) {
         evutil_closesocket(fd);
         record_.reason = "out of memory";
@@ -257,7 +279,35 @@ void Session::start(int fd, const sockaddr* address, socklen_t) {
     // Never buffer more than one head (plus one byte, to detect "too large").
     bufferevent_setwatermark(client_.bev, EV_READ, 0, generation_->config().limits.max_header_bytes + 1);
     bufferevent_enable(client_.bev, EV_READ);
+    if (listener.proxy_protocol) set_state(SessionState::ReadingProxyHeader);
     arm_timer(generation_->config().timeouts.handshake.count());
+}
+
+// PROXY protocol v1/v2 from an L4 balancer: the real client address comes
+// first; a connection that does not start with a valid header is closed
+// without an HTTP answer (it is not talking to us in HTTP yet).
+void Session::read_proxy_header() {
+    evbuffer* input = bufferevent_get_input(client_.bev);
+    std::size_t length = evbuffer_get_length(input);
+    const auto* data = evbuffer_pullup(input, static_cast<ev_ssize_t>(length));
+    proxyproto::Result result = proxyproto::parse(std::span<const std::uint8_t>(data, length));
+    if (result.status == proxyproto::Status::NeedMore) return;
+    if (result.status == proxyproto::Status::Error) {
+        worker_.log().log(obs::Level::Info, "connection from {}: bad PROXY header: {}", record_.client, result.error);
+        record_.reason = "bad PROXY header";
+        record_.close_by = "proxy";
+        finish();
+        return;
+    }
+    if (!result.local) {
+        peer_ip_ = client_ip_ = result.source_text;
+        record_.client = (result.source.ss_family == AF_INET6 ? "[" + client_ip_ + "]" : client_ip_) + ":" +
+                         std::to_string(result.source_port);
+    }
+    evbuffer_drain(input, result.consumed);
+    record_.bytes_in += result.consumed;
+    set_state(SessionState::ReadingRequest);
+    if (evbuffer_get_length(input) > 0) read_request();
 }
 
 void Session::read_request() {
@@ -291,6 +341,22 @@ void Session::handle_request(const http1::RequestHead& request, std::size_t head
         record_.request_id = forward::format_request_id(worker_.rng()(), worker_.rng()());
     }
 
+    if (!listener_->trusted_proxies.empty()) {
+        auto peer = net::IpAddress::parse(peer_ip_);
+        const http1::Header* xff = request.find("x-forwarded-for");
+        if (peer && xff && listener_->trusted_proxies.contains(*peer)) {
+            client_ip_ = net::client_from_forwarded_for(xff->value, *peer, listener_->trusted_proxies).to_string();
+        }
+    }
+    if (config.limits.handshakes_per_ip > 0) {
+        std::int64_t retry_after = 0;
+        if (!worker_.take_handshake_token(client_ip_, retry_after)) {
+            refuse(429, "too many handshakes from this address",
+                   "Retry-After: " + std::to_string(std::max<std::int64_t>(retry_after, 1)) + "\r\n");
+            return;
+        }
+    }
+
     ws::UpgradeCheck check = ws::check_upgrade_request(request);
     if (!check.ok) {
         std::string_view extra;
@@ -304,20 +370,80 @@ void Session::handle_request(const http1::RequestHead& request, std::size_t head
         refuse(404, "no route");
         return;
     }
+    if (const http1::Header* origin = request.find("origin");
+        !route->allowed_origins.empty() && (!origin || !forward::origin_allowed(origin->value, route->allowed_origins))) {
+        refuse(403, "origin not allowed");
+        return;
+    }
+    std::string claim_key;
+    if (route->auth && !authorize(*route, request, claim_key)) return;
     pool_ = &generation_->pools()[route->pool_index];
     record_.pool = pool_->config->name;
     chash::Key key = chash::extract_key(pool_->config->hash, request, client_ip_);
+    if (pool_->config->hash.source == chash::KeySource::Claim && !claim_key.empty()) key = chash::Key{claim_key, false};
     record_.key_fallback = key.fell_back;
     key_hash_ = chash::hash_bytes(key.value);
     client_key_ = check.key;
     forwarded_head_ = forward::build_request_head(
-        request, forward::ClientFacts{client_ip_, "http", record_.request_id});
+        request, forward::ClientFacts{peer_ip_, listener_->tls ? "https" : "http", record_.request_id,
+                                      added_headers_.empty() ? nullptr : &added_headers_});
 
     // The views in <request> die here: the head leaves the input buffer. Any
     // bytes after it stay queued until the tunnel opens.
     evbuffer_drain(bufferevent_get_input(client_.bev), head_bytes);
     bufferevent_disable(client_.bev, EV_READ);
     try_connect();
+}
+
+// Verifies the route's JSON Web Token once, at the handshake: after it there
+// are no more headers. On success the subject is logged, the chosen claims
+// become X-Auth-* headers and <claim_key> holds the pool's hash claim.
+bool Session::authorize(const config::Route& route, const http1::RequestHead& request, std::string& claim_key) {
+    const config::RouteAuth& auth = *route.auth;
+    std::optional<std::string> token;
+    switch (auth.token_from) {
+        case config::TokenSource::Header:
+            if (const http1::Header* h = request.find("authorization")) {
+                if (auto bearer = jwt::bearer_token(h->value)) token = std::string(*bearer);
+            }
+            break;
+        case config::TokenSource::Cookie:
+            for (const http1::Header& h : request.headers) {
+                if (!http1::iequals(h.name, "cookie")) continue;
+                if (auto value = jwt::cookie_value(h.value, auth.token_name)) {
+                    token = std::string(*value);
+                    break;
+                }
+            }
+            break;
+        case config::TokenSource::Query: token = jwt::query_value(request.query, auth.token_name); break;
+    }
+    std::string_view problem = "missing token";
+    jwt::Result result;
+    if (token) {
+        result = auth.verifier->verify(*token, static_cast<std::int64_t>(std::time(nullptr)));
+        problem = result.error;
+    }
+    if (!token || !result.ok) {
+        worker_.log().log(obs::Level::Info, "session {}: token refused: {}", record_.request_id, problem);
+        refuse(401, problem,
+               "WWW-Authenticate: Bearer realm=\"wsgate\", error=\"invalid_token\", error_description=\"" +
+                   std::string(problem) + "\"\r\n");
+        return false;
+    }
+    record_.subject = result.claims.header_value("sub").value_or("");
+    for (const std::string& claim : auth.forward_claims) {
+        if (auto value = result.claims.header_value(claim)) {
+            added_storage_.push_back(forward::claim_header_name(claim));
+            added_storage_.push_back(*value);
+        }
+    }
+    for (std::size_t i = 0; i + 1 < added_storage_.size(); i += 2) {
+        added_headers_.push_back(http1::Header{added_storage_[i], added_storage_[i + 1]});
+    }
+    const config::Pool& pool = generation_->config().pools[route.pool_index];
+    if (pool.hash.source == chash::KeySource::Claim) claim_key = result.claims.header_value(pool.hash.name).value_or("");
+    return true;
 }
 
 void Session::try_connect() {
@@ -342,7 +468,15 @@ void Session::try_connect() {
     const config::Backend& backend = pool_->config->backends[index];
     record_.backend = backend.address.text;
 
-    backend_.bev = bufferevent_socket_new(worker_.base(), -1, BEV_OPT_CLOSE_ON_FREE);
+    if (backend.tls && pool_->config->tls) {
+        std::string ip = backend.address.text.substr(0, backend.address.text.rfind(':'));
+        if (ip.size() > 2 && ip.front() == '[') ip = ip.substr(1, ip.size() - 2);
+        backend_.bev = bufferevent_openssl_socket_new(worker_.base(), -1, pool_->config->tls->new_ssl(ip),
+                                                      BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+        if (backend_.bev) bufferevent_openssl_set_allow_dirty_shutdown(backend_.bev, 1);
+    } else {
+        backend_.bev = bufferevent_socket_new(worker_.base(), -1, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (!backend_.bev) {
         refuse(502, "out of memory");
         return;
@@ -481,7 +615,8 @@ void Session::lingering_close() {
     if (lingering_) return;
     lingering_ = true;
     evutil_socket_t fd = bufferevent_getfd(client_.bev);
-    if (fd >= 0) shutdown(fd, SHUT_WR);
+    // A TLS connection cannot be half-closed under OpenSSL's feet.
+    if (fd >= 0 && !listener_->tls) shutdown(fd, SHUT_WR);
     bufferevent_enable(client_.bev, EV_READ);
     arm_timer(kLingeringCloseMs);
 }

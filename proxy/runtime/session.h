@@ -25,6 +25,8 @@ namespace runtime {
 class Worker;
 
 enum class SessionState {
+    ReadingProxyHeader,  // listener speaks PROXY protocol: its v1/v2 header is not complete yet;
+                         // handshake timer armed
     ReadingRequest,    // client connected, request head incomplete; handshake timer armed
     Connecting,        // head valid, back end picked, TCP connect in flight; connect timer armed
     AwaitingResponse,  // head forwarded; waiting for the back end's response head; handshake timer armed
@@ -47,8 +49,9 @@ public:
     Session(const Session&) = delete;
     Session& operator=(const Session&) = delete;
 
-    // Takes ownership of the accepted <fd>. May end (and free) the session.
-    void start(int fd, const sockaddr* address, socklen_t length);
+    // Takes ownership of the accepted <fd>, accepted on <listener> (a
+    // listener of this session's generation). May end (and free) the session.
+    void start(int fd, const sockaddr* address, socklen_t length, const config::Listener& listener);
 
     // Graceful stop: tunnels get close 1001 "going away" on both sides,
     // sessions still in their handshake are cut. May free the session.
@@ -103,7 +106,9 @@ private:
     void arm_timer(std::int64_t delay_ms);
 
     // Handshake.
+    void read_proxy_header();
     void read_request();
+    bool authorize(const config::Route& route, const http1::RequestHead& request, std::string& claim_key);
     void handle_request(const http1::RequestHead& request, std::size_t head_bytes);
     void try_connect();
     void connect_failed(const char* why);
@@ -149,7 +154,11 @@ private:
     http1::ResponseParser response_parser_;
     std::string forwarded_head_;
     std::string client_key_;     // Sec-WebSocket-Key, to check the back end's accept
-    std::string client_ip_;
+    std::string peer_ip_;        // the connection's source (or the PROXY header's)
+    std::string client_ip_;      // the client as resolved (trusted X-Forwarded-For), for hashing, limits, logs
+    const config::Listener* listener_ = nullptr;
+    std::vector<http1::Header> added_headers_;  // X-Auth-* from a verified token
+    std::vector<std::string> added_storage_;    // backing strings of added_headers_
     const PoolRuntime* pool_ = nullptr;
     std::size_t backend_index_ = chash::kNone;
     std::shared_ptr<BackendState> backend_state_;

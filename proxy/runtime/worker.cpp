@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <ctime>
 
@@ -240,7 +241,16 @@ void Worker::accept_connection(const BoundListener& bound, evutil_socket_t fd, s
     if (sessions_) sessions_->prev = session;
     sessions_ = session;
     ++session_count_;
-    session->start(fd, address, static_cast<socklen_t>(length));
+    const config::Listener* listener = nullptr;
+    for (const config::Listener& l : config.listeners) {
+        if (l.listen.text == bound.address) listener = &l;
+    }
+    if (!listener) {
+        // Accepted by a listener the newest generation removed; its close is queued.
+        session->terminate();
+        return;
+    }
+    session->start(fd, address, static_cast<socklen_t>(length), *listener);
 }
 
 void Worker::session_finished(Session* session) {
@@ -273,6 +283,25 @@ void Worker::on_accept_error(evconnlistener*, void* self) {
     for (BoundListener& l : w->listeners_) evconnlistener_disable(l.listener);
     timeval tv{0, kAcceptPauseMs * 1000};
     evtimer_add(w->accept_resume_, &tv);
+}
+
+bool Worker::take_handshake_token(const std::string& client_ip, std::int64_t& retry_after_seconds) {
+    const config::Limits& limits = generation_->config().limits;
+    std::uint32_t burst = limits.handshake_burst > 0
+                              ? limits.handshake_burst
+                              : static_cast<std::uint32_t>(std::max(1.0, std::ceil(limits.handshakes_per_ip)));
+    std::lock_guard lock(shared_.handshake_mutex);
+    if (!shared_.handshake_bucket || shared_.handshake_rate != limits.handshakes_per_ip ||
+        shared_.handshake_burst != burst) {
+        shared_.handshake_bucket = std::make_unique<net::TokenBucket>(
+            net::TokenBucket::Options{limits.handshakes_per_ip, burst, 100000});
+        shared_.handshake_rate = limits.handshakes_per_ip;
+        shared_.handshake_burst = burst;
+    }
+    std::int64_t now = now_ms();
+    if (shared_.handshake_bucket->take(client_ip, now)) return true;
+    retry_after_seconds = shared_.handshake_bucket->retry_after_seconds(client_ip, now);
+    return false;
 }
 
 void Worker::write_access(const obs::AccessRecord& record, const config::Config& config) {

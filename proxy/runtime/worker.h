@@ -19,6 +19,7 @@
 #include "observability/access_log.h"
 #include "observability/error_log.h"
 #include "observability/metrics.h"
+#include "net/token_bucket.h"
 #include "runtime/generation.h"
 
 namespace runtime {
@@ -35,6 +36,13 @@ struct Shared {
     // only at accept and close, and only when that limit is on.
     std::mutex per_ip_mutex;
     std::unordered_map<std::string, std::uint64_t> per_ip;
+
+    // limits.handshakes_per_ip, shared by all workers (created on first use,
+    // rebuilt when a reload changes the rate).
+    std::mutex handshake_mutex;
+    std::unique_ptr<net::TokenBucket> handshake_bucket;
+    double handshake_rate = 0;
+    std::uint32_t handshake_burst = 0;
 
     // The newest generation; workers adopt it when notified.
     std::mutex generation_mutex;
@@ -74,6 +82,9 @@ public:
     void write_access(const obs::AccessRecord& record, const config::Config& config);
     void session_finished(Session* session);
     bool shutting_down() const { return shutting_down_; }
+    // limits.handshakes_per_ip: false (with seconds until a retry may pass)
+    // when <client_ip> is over its rate.
+    bool take_handshake_token(const std::string& client_ip, std::int64_t& retry_after_seconds);
 
 private:
     static void on_accept(evconnlistener* listener, evutil_socket_t fd, sockaddr* address, int length,
