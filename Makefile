@@ -21,7 +21,7 @@ UNIT_SRCS := $(sort $(wildcard tests/unit/*.cpp))
 LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
 UNIT_OBJS := $(UNIT_SRCS:%.cpp=$(BUILD)/%.o)
 
-.PHONY: all unit test check asan clean deps demo fuzz fuzz-build
+.PHONY: all unit test check asan clean deps demo fuzz fuzz-build bench-hash
 all: $(BUILD)/wsgate
 
 $(BUILD)/libwsgate.a: $(LIB_OBJS)
@@ -35,6 +35,11 @@ $(BUILD)/unit_tests: $(UNIT_OBJS) $(BUILD)/libwsgate.a
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 unit: $(BUILD)/unit_tests
+
+bench-hash: $(BUILD)/bench_hash
+	$(BUILD)/bench_hash
+$(BUILD)/bench_hash: $(BUILD)/tests/bench/bench_hash.o $(BUILD)/libwsgate.a
+	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/%.o: %.cpp
 	@mkdir -p $(dir $@)

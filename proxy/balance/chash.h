@@ -42,7 +42,8 @@ struct Key {
 // Extracts the session key of <request> per <spec>; a request without it
 // falls back to <client_ip> (fell_back = true). Header names compare
 // case-insensitively, cookie and query names exactly; the first occurrence
-// wins; query values are used as sent (not percent-decoded).
+// wins; query values are used as sent (not percent-decoded); a cookie value in
+// DQUOTEs loses them; an empty value counts as missing.
 Key extract_key(const KeySpec& spec, const http1::RequestHead& request,
                 std::string_view client_ip);
 
@@ -85,8 +86,13 @@ public:
 
 // Builds the table for <members> (ids must be distinct, weights >= 1). The
 // result does not depend on the order of <members> beyond the indices that
-// pick() returns. Ring: 160 points per unit of weight. Maglev: table size
-// <maglev_table_size> (a prime, default 65537), weights honoured.
+// pick() returns. Ring: 320 points per unit of weight (twice ketama's 160,
+// for an even load over few back ends; see balance/pickers.h). Maglev: table
+// size <maglev_table_size> (a prime, default 65537), weights honoured; keep it
+// above 100 times the number of back ends (Maglev paper §3.4), and larger
+// still to cut the keys moved when a back end leaves. Throws
+// std::invalid_argument for duplicate ids or a table size that is not prime.
+// A member of weight 0 is never picked.
 std::unique_ptr<Picker> make_picker(Algorithm algorithm, std::span<const Member> members,
                                     std::size_t maglev_table_size = 65537);
 

@@ -92,11 +92,26 @@ struct Backend {
     std::string id;  // defaults to address.text
 };
 
+enum class HealthType { None, Tcp, Http, Websocket };
+
+// Health checking of a pool's back ends. Active probes run only with a type;
+// passive checking (consecutive connect failures) is always on.
+struct HealthCheck {
+    HealthType type = HealthType::None;
+    std::string path = "/";                          // http and websocket probes
+    Duration interval = std::chrono::seconds(5);
+    Duration timeout = std::chrono::seconds(2);
+    unsigned rise = 2;   // consecutive successes that bring a down back end up
+    unsigned fall = 3;   // consecutive failures (probes or connects) that take it down
+    Duration cooldown = std::chrono::seconds(10);    // passive: how long a failing back end is skipped
+};
+
 struct Pool {
     std::string name;
     chash::KeySpec hash;
     chash::Algorithm algorithm = chash::Algorithm::Ring;
     double balance_factor = 0.0;  // > 1 enables bounded loads
+    HealthCheck health;
     std::vector<Backend> backends;
 };
 
@@ -113,9 +128,13 @@ struct Config {
     std::vector<Pool> pools;
 
     // The route for a request, or nullptr (-> 404): among the routes whose
-    // host matches <host> (port stripped, case-insensitive; "" matches any),
-    // the longest path_prefix that is a prefix of <path>; an exact host beats
-    // a wildcard, a wildcard beats "".
+    // host matches <host> (port and a trailing "." stripped, case-insensitive;
+    // "" matches any) and whose path_prefix is a byte prefix of <path>, the
+    // one with the most specific host (an exact host beats a wildcard, a
+    // longer wildcard beats a shorter one, a wildcard beats ""), and among
+    // those the longest path_prefix. Host first, as virtual hosts in nginx
+    // and Envoy: a catch-all route never captures a named host's traffic
+    // that one of the host's own routes matches.
     const Route* match_route(std::string_view host, std::string_view path) const;
 };
 

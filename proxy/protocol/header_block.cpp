@@ -37,7 +37,8 @@ bool HeaderBlock::has_token(std::string_view name, std::string_view token) const
         while (!rest.empty()) {
             std::size_t comma = rest.find(',');
             std::string_view item = trim(rest.substr(0, comma));
-            if (iequals(item, token)) return true;
+            // RFC 9110 §5.6.1: empty list elements do not count as items.
+            if (!item.empty() && iequals(item, token)) return true;
             if (comma == std::string_view::npos) break;
             rest.remove_prefix(comma + 1);
         }

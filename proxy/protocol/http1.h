@@ -25,7 +25,7 @@ struct Header {
 struct Limits {
     std::size_t max_head_bytes = 16384;  // whole head incl. final CRLF -> 431
     std::size_t max_headers = 100;       // -> 431
-    std::size_t max_line_bytes = 8192;   // request/status line or one header line -> 431 (414 for a request line)
+    std::size_t max_line_bytes = 8192;   // request/status line or one header line, CRLF not counted -> 431 (414 for a request line)
 };
 
 enum class Status {
@@ -56,7 +56,7 @@ struct HeaderBlock {
 struct RequestHead : HeaderBlock {
     std::string_view method;
     std::string_view target;   // as sent: "/chat?room=1"
-    std::string_view path;     // target up to '?'
+    std::string_view path;     // target up to '?'; absolute-form: the part after the authority ("/" when empty)
     std::string_view query;    // after '?', without it; empty when none
     int version_minor = 1;     // HTTP/1.<minor>
     std::optional<std::uint64_t> content_length;
@@ -71,13 +71,39 @@ struct ResponseHead : HeaderBlock {
     bool chunked = false;
 };
 
+namespace detail {
+// How far a parser has got through one head: the lines before <line_start>
+// are validated, and the facts they established. Private to the parsers.
+struct Progress {
+    std::size_t line_start = 0;
+    bool start_line_seen = false;
+    int version_minor = 1;
+    std::size_t fields = 0;      // header field lines so far
+    unsigned hosts = 0;          // Host lines so far
+    std::optional<std::uint64_t> content_length;
+    bool transfer_encoding = false;
+    bool chunked_last = false;   // the last transfer coding so far is chunked
+    Result verdict;              // Done or Error once decided; repeated on later calls
+};
+}  // namespace detail
+
 // Parses a request head. Strict RFC 9112: the method is a token; the version
 // is HTTP/1.0 or HTTP/1.1 (another HTTP/x.y -> 505, anything else -> 400);
 // lines end in CRLF (a bare CR, NUL, or other control byte -> 400); no
 // whitespace between a header name and its colon (400); no obs-fold (400);
 // conflicting or malformed Content-Length, or Content-Length together with
 // Transfer-Encoding -> 400; a Transfer-Encoding not ending in chunked -> 400;
-// over the limits -> 431 (414 for an over-long request line).
+// over the limits -> 431 (414 for an over-long request line). Also (§3.2):
+// an HTTP/1.1 request without Host, several Host lines or an invalid Host;
+// a target that is not origin-form or absolute-form ("*" only with OPTIONS,
+// authority-form only and always with CONNECT, whose path is the target);
+// Transfer-Encoding in an HTTP/1.0 request -> 400. Empty lines before the
+// request line are skipped and counted in `consumed` (§2.2).
+//
+// A verdict depends only on the bytes up to where it became decidable: an
+// error is reported as soon as the offending line (or the byte past a limit)
+// has arrived, and once Done or Error is returned every later call returns
+// the same Result (refilling <out> with views into the new buffer on Done).
 class RequestParser {
 public:
     explicit RequestParser(Limits limits = {}) : limits_(limits) {}
@@ -89,10 +115,14 @@ public:
 private:
     Limits limits_;
     std::size_t scanned_ = 0;  // bytes already searched for the end of the head
+    detail::Progress progress_;
 };
 
-// Parses a response head (status line "HTTP/1.x NNN reason"). Same rules as
-// requests where they apply; errors carry 502 since they come from a back end.
+// Parses a response head (status line "HTTP/1.x NNN reason"; the reason may
+// be empty and its SP missing). Same rules as requests where they apply (not
+// Host, not the leading empty lines); errors carry 502 since they come from a
+// back end. Transfer codings not ending in chunked are no error here: chunked
+// stays false and the body runs until the server closes (RFC 9112 §6.3).
 class ResponseParser {
 public:
     explicit ResponseParser(Limits limits = {}) : limits_(limits) {}
@@ -101,6 +131,7 @@ public:
 private:
     Limits limits_;
     std::size_t scanned_ = 0;
+    detail::Progress progress_;
 };
 
 // Case-insensitive ASCII comparison, for header names and tokens.

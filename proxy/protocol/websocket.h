@@ -107,9 +107,10 @@ struct DecodeResult {
 };
 
 // Decodes the frame header at the start of <bytes>. Checks only what the
-// header alone says: a 64-bit length with its most significant bit set and
-// non-minimal length encodings are errors (1002). Policy (masking, opcodes,
-// RSV) is the scanner's job.
+// header alone says: non-minimal length encodings are errors (1002), a 64-bit
+// length with its most significant bit set is an error (1009, as DecodeResult
+// says). Errors are reported as soon as the length bytes are present. Policy
+// (masking, opcodes, RSV) is the scanner's job.
 DecodeResult decode_frame_header(std::span<const std::uint8_t> bytes);
 
 // Which way a stream flows: frames from a client must be masked, frames from
@@ -168,7 +169,8 @@ public:
     // True when the next byte of the stream starts a new frame: the only place
     // where the proxy may insert a frame of its own (§5.4).
     bool at_frame_boundary() const { return payload_remaining_ == 0 && !in_frame_; }
-    // True while a fragmented data message has started and not finished.
+    // True while a data message has started and not finished: at a frame
+    // boundary, exactly when a fragmented message awaits its continuation.
     bool in_message() const { return in_message_; }
 
 private:
@@ -203,7 +205,8 @@ void apply_mask(std::span<std::uint8_t> data, std::array<std::uint8_t, 4> mask_k
 // Encodes a control frame (FIN=1) with <payload> (<= 125 bytes) into <out>
 // (at least kMaxControlFrame bytes); masked with <mask_key> when given (frames
 // towards a back end), unmasked otherwise (towards a client). Returns the
-// number of bytes written.
+// number of bytes written; 0 (nothing written) when <opcode> is not a control
+// opcode or <payload> exceeds 125 bytes.
 std::size_t encode_control_frame(std::uint8_t* out, Opcode opcode,
                                  std::span<const std::uint8_t> payload,
                                  std::optional<std::array<std::uint8_t, 4>> mask_key);

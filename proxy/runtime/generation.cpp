@@ -17,7 +17,6 @@ Generation::Generation(std::shared_ptr<const config::Config> config, std::uint64
             std::shared_ptr<BackendState> state = states_by_id_[backend.id];
             if (!state && previous) state = previous->find_state(backend.id);
             if (!state) state = std::make_shared<BackendState>();
-            state->draining.store(false, std::memory_order_relaxed);
             states_by_id_[backend.id] = state;
             runtime.states.push_back(state);
         }
@@ -40,7 +39,7 @@ PoolEligibility::PoolEligibility(const PoolRuntime& pool, std::int64_t now_ms)
 
 bool PoolEligibility::eligible(std::size_t index) const {
     const BackendState& state = *pool_.states[index];
-    if (state.draining.load(std::memory_order_relaxed)) return false;
+    if (!state.healthy.load(std::memory_order_relaxed)) return false;
     if (state.down_until_ms.load(std::memory_order_relaxed) > now_ms_) return false;
     if (pool_.config->balance_factor > 1.0) {
         return chash::under_load_bound(state.active.load(std::memory_order_relaxed), total_active_,

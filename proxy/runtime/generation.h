@@ -20,7 +20,7 @@ namespace runtime {
 // Live facts about one back end, shared across workers and generations.
 struct BackendState {
     std::atomic<std::uint64_t> active{0};          // sessions using it now
-    std::atomic<bool> draining{false};             // removed by a reload: no new sessions
+    std::atomic<bool> healthy{true};               // active health checks' verdict
     std::atomic<std::int64_t> down_until_ms{0};    // passive health: skip until then
     std::atomic<std::uint32_t> connect_failures{0};  // consecutive
 };
@@ -54,7 +54,7 @@ private:
 };
 
 // Whether back end <index> of <pool> may take a new session at <now_ms>:
-// not draining, not marked down, and under the bounded-load cap when the
+// healthy by its active checks, not marked down by passive checks, and under the bounded-load cap when the
 // pool has balance_factor > 1.
 class PoolEligibility final : public chash::Eligibility {
 public:

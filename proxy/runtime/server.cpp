@@ -8,12 +8,19 @@
 #include <cstdio>
 #include <thread>
 
+#include <fmt/format.h>
+
+#include "observability/access_log.h"
+#include "runtime/sd_notify.h"
+
 namespace runtime {
 
 Server::Server(std::string config_path, std::shared_ptr<const config::Config> config)
     : config_path_(std::move(config_path)), config_(std::move(config)) {}
 
 Server::~Server() {
+    admin_.reset();
+    health_.reset();
     for (event* e : signal_events_) event_free(e);
     if (workers_done_event_) event_free(workers_done_event_);
     if (workers_done_fd_ >= 0) close(workers_done_fd_);
@@ -77,13 +84,27 @@ int Server::run() {
     workers_done_event_ = event_new(base_, workers_done_fd_, EV_READ, &Server::on_workers_done, this);
     event_add(workers_done_event_, nullptr);
 
+    health_ = std::make_unique<HealthChecker>(base_, *error_log_, [this] { ++health_transitions_; });
+    health_->configure(shared_.current_generation());
+    admin_ = std::make_unique<AdminServer>(base_, *error_log_, [this](std::string_view method, std::string_view path) {
+        return handle_admin(method, path);
+    });
+    if (config_->admin.listen && !admin_->listen(*config_->admin.listen, error)) {
+        error_log_->log(obs::Level::Error, "cannot listen on admin address {}", error);
+        error_sink_->close();
+        return 1;
+    }
+
     for (auto& worker : workers_) worker->start();
     std::string listening;
     for (const config::Listener& l : config_->listeners) listening += (listening.empty() ? "" : ", ") + l.listen.text;
     error_log_->log(obs::Level::Info, "ready: {} worker(s) listening on {} (config {}, generation {})", count,
                     listening, config_path_, generation_number_);
+    sd_notify("READY=1\nSTATUS=serving");
 
     event_base_dispatch(base_);
+    admin_.reset();
+    health_.reset();
 
     if (joiner_.joinable()) joiner_.join();
     workers_.clear();
@@ -117,6 +138,7 @@ void Server::on_signal(evutil_socket_t signal_number, short, void* self) {
 
 void Server::begin_shutdown() {
     stopping_ = true;
+    sd_notify("STOPPING=1");
     error_log_->log(obs::Level::Info, "shutting down: closing sessions with 1001, drain timeout {} ms",
                     config_->server.drain_timeout.count());
     for (auto& worker : workers_) worker->notify_shutdown();
@@ -134,9 +156,12 @@ void Server::on_workers_done(evutil_socket_t, short, void* self) {
 
 void Server::reload() {
     if (stopping_) return;
+    sd_notify_reloading();
     config::LoadResult result = config::load_file(config_path_);
     if (auto* errors = std::get_if<std::vector<config::Error>>(&result)) {
         for (const config::Error& e : *errors) error_log_->log(obs::Level::Error, "reload failed: {}", e.to_string());
+        ++reloads_failed_;
+        sd_notify("READY=1\nSTATUS=reload failed, serving the previous configuration");
         return;
     }
     auto config = std::get<std::shared_ptr<const config::Config>>(result);
@@ -149,7 +174,82 @@ void Server::reload() {
     config_ = config;
     error_log_->set_level(static_cast<obs::Level>(config->log.level));
     for (auto& worker : workers_) worker->notify_generation();
+    health_->configure(next);
+    configure_admin();
+    ++reloads_ok_;
     error_log_->log(obs::Level::Info, "reloaded {}: generation {}", config_path_, generation_number_);
+    sd_notify("READY=1\nSTATUS=serving");
+}
+
+void Server::configure_admin() {
+    if (!config_->admin.listen) {
+        admin_->close();
+        return;
+    }
+    std::string error;
+    if (!admin_->listen(*config_->admin.listen, error)) {
+        error_log_->log(obs::Level::Error, "cannot listen on admin address {}", error);
+    }
+}
+
+obs::ProcessSnapshot Server::snapshot() const {
+    obs::ProcessSnapshot snap;
+    auto generation = const_cast<Shared&>(shared_).current_generation();
+    snap.generation = generation->number();
+    snap.reloads_ok = reloads_ok_;
+    snap.reloads_failed = reloads_failed_;
+    snap.health_transitions = health_transitions_;
+    snap.draining = stopping_;
+    for (const config::Listener& l : generation->config().listeners) snap.listeners.push_back(l.listen.text);
+    std::int64_t now = workers_.empty() ? 0 : workers_.front()->now_ms();
+    for (const PoolRuntime& pool : generation->pools()) {
+        for (std::size_t i = 0; i < pool.config->backends.size(); ++i) {
+            const BackendState& state = *pool.states[i];
+            snap.backends.push_back(obs::BackendSnapshot{
+                pool.config->name, pool.config->backends[i].id, pool.config->backends[i].address.text,
+                state.healthy.load() && state.down_until_ms.load() <= now, false, state.active.load()});
+        }
+    }
+    return snap;
+}
+
+std::string Server::status_json() const {
+    obs::ProcessSnapshot snap = snapshot();
+    std::string out = fmt::format(R"({{"generation":{},"draining":{},"connections":{},"reloads":{{"success":{},"failure":{}}},"pools":[)",
+                                  snap.generation, snap.draining ? "true" : "false", shared_.connections.load(),
+                                  snap.reloads_ok, snap.reloads_failed);
+    std::string current_pool;
+    bool first_pool = true;
+    for (const obs::BackendSnapshot& b : snap.backends) {
+        if (first_pool || b.pool != current_pool) {
+            if (!first_pool) out += "]},";
+            out += fmt::format(R"({{"name":"{}","backends":[)", obs::escape_label(b.pool));
+            current_pool = b.pool;
+            first_pool = false;
+        } else {
+            out += ',';
+        }
+        out += fmt::format(R"({{"id":"{}","address":"{}","up":{},"active_sessions":{}}})", obs::escape_label(b.backend),
+                           b.address, b.up ? "true" : "false", b.active);
+    }
+    if (!first_pool) out += "]}";
+    out += "]}\n";
+    return out;
+}
+
+AdminResponse Server::handle_admin(std::string_view method, std::string_view path) {
+    if (method != "GET" && method != "HEAD") return AdminResponse{405, "text/plain; charset=utf-8", "use GET\n"};
+    if (path == "/metrics") {
+        std::vector<obs::WorkerMetrics*> metrics;
+        for (auto& worker : workers_) metrics.push_back(&worker->metrics());
+        return AdminResponse{200, "text/plain; version=0.0.4; charset=utf-8", obs::render_prometheus(metrics, snapshot())};
+    }
+    if (path == "/healthz") {
+        return stopping_ ? AdminResponse{503, "text/plain; charset=utf-8", "draining\n"}
+                         : AdminResponse{200, "text/plain; charset=utf-8", "ok\n"};
+    }
+    if (path == "/status") return AdminResponse{200, "application/json", status_json()};
+    return AdminResponse{404, "text/plain; charset=utf-8", "not found: try /metrics, /healthz or /status\n"};
 }
 
 }  // namespace runtime

@@ -11,6 +11,8 @@
 #include "config/config.h"
 #include "observability/error_log.h"
 #include "observability/log_sink.h"
+#include "runtime/admin.h"
+#include "runtime/health.h"
 #include "runtime/worker.h"
 
 namespace runtime {
@@ -33,6 +35,10 @@ private:
     void reload();
     void begin_shutdown();
     void raise_fd_limit();
+    void configure_admin();
+    AdminResponse handle_admin(std::string_view method, std::string_view path);
+    obs::ProcessSnapshot snapshot() const;
+    std::string status_json() const;
 
     std::string config_path_;
     std::shared_ptr<const config::Config> config_;
@@ -46,7 +52,12 @@ private:
     event* workers_done_event_ = nullptr;
     int workers_done_fd_ = -1;
     std::thread joiner_;
+    std::unique_ptr<HealthChecker> health_;
+    std::unique_ptr<AdminServer> admin_;
     std::uint64_t generation_number_ = 1;
+    std::uint64_t reloads_ok_ = 0;
+    std::uint64_t reloads_failed_ = 0;
+    std::uint64_t health_transitions_ = 0;
     bool stopping_ = false;
 };
 

@@ -244,6 +244,7 @@ void Session::on_timer(evutil_socket_t, short, void* self) {
 
 void Session::start(int fd, const sockaddr* address, socklen_t) {
     started_ms_ = worker_.now_ms();
+    clock_gettime(CLOCK_MONOTONIC, &accepted_at_);
     client_ip_ = address_ip(address);
     record_.client = address->sa_family == AF_INET6 ? "[" + client_ip_ + "]:" + std::to_string(address_port(address))
                                                     : client_ip_ + ":" + std::to_string(address_port(address));
@@ -352,7 +353,15 @@ void Session::try_connect() {
 
 void Session::connect_failed(const char* why) {
     worker_.log().log(obs::Level::Warn, "connect to {} failed: {}", record_.backend, why);
-    backend_state_->connect_failures.fetch_add(1, std::memory_order_relaxed);
+    // Passive health: enough consecutive failures take the back end out of
+    // the hash for a cooldown; keys whose owner is up do not move.
+    const config::HealthCheck& health = pool_->config->health;
+    if (backend_state_->connect_failures.fetch_add(1, std::memory_order_relaxed) + 1 >= health.fall) {
+        std::int64_t now = worker_.now_ms();
+        if (backend_state_->down_until_ms.exchange(now + health.cooldown.count(), std::memory_order_relaxed) <= now)
+            worker_.log().log(obs::Level::Warn, "backend {} down for {} ms after {} consecutive connect failures",
+                          record_.backend, health.cooldown.count(), health.fall);
+    }
     backend_state_->active.fetch_sub(1, std::memory_order_relaxed);
     backend_state_.reset();
     bufferevent_free(backend_.bev);
@@ -482,6 +491,10 @@ void Session::open_tunnel(bool deflate) {
         bufferevent_setwatermark(bev, EV_WRITE, high / 2, 0);
         bufferevent_enable(bev, EV_READ);
     }
+    timespec opened{};
+    clock_gettime(CLOCK_MONOTONIC, &opened);
+    std::int64_t micros = (opened.tv_sec - accepted_at_.tv_sec) * 1000000 + (opened.tv_nsec - accepted_at_.tv_nsec) / 1000;
+    worker_.metrics().observe_handshake(static_cast<std::uint64_t>(std::max<std::int64_t>(micros, 0)));
     std::int64_t now = worker_.now_ms();
     client_.last_rx_ms = backend_.last_rx_ms = last_activity_ms_ = now;
     set_state(SessionState::Open);
@@ -502,6 +515,8 @@ void Session::pump(Side from) {
     evbuffer* input = bufferevent_get_input(src.bev);
     const std::size_t high = generation_->config().limits.buffer_bytes;
     std::uint8_t front[ws::kMaxControlFrame];
+    obs::WorkerMetrics& metrics = worker_.metrics();
+    const auto dir = static_cast<std::size_t>(from == Side::Client ? obs::Dir::ClientToBackend : obs::Dir::BackendToClient);
 
     for (;;) {
         if (src.close_received) {
@@ -532,6 +547,7 @@ void Session::pump(Side from) {
                 return;
             case ws::Step::Kind::Forward:
                 evbuffer_remove_buffer(input, output, step.bytes);
+                metrics.bytes[dir].add(step.bytes);
                 if (from == Side::Client) {
                     record_.bytes_in += step.bytes;
                 } else {
@@ -540,8 +556,12 @@ void Session::pump(Side from) {
                 if (step.frame_start) {
                     src.last_rx_ms = last_activity_ms_ = worker_.now_ms();
                     src.ping_outstanding = false;
+                    metrics.frames[dir].add();
                 }
-                if (step.message_end) ++flow.messages;
+                if (step.message_end) {
+                    ++flow.messages;
+                    metrics.messages[dir].add();
+                }
                 break;
             case ws::Step::Kind::ControlFrame:
                 evbuffer_drain(input, step.bytes);
@@ -605,6 +625,9 @@ bool Session::handle_control_frame(Side from, const std::uint8_t* frame, const w
     // Pings, and pongs that answer the peer's own pings, pass through.
     last_activity_ms_ = now;
     if (!dst.gone && !dst.close_sent) {
+        auto dir = static_cast<std::size_t>(from == Side::Client ? obs::Dir::ClientToBackend : obs::Dir::BackendToClient);
+        worker_.metrics().frames[dir].add();
+        worker_.metrics().bytes[dir].add(frame_bytes);
         bufferevent_write(dst.bev, frame, frame_bytes);
         if (from == Side::Backend) record_.bytes_out += frame_bytes;
     }
@@ -635,6 +658,7 @@ void Session::send_ping(Side to) {
     if (to == Side::Client) record_.bytes_out += n;
     peer.ping_outstanding = true;
     peer.ping_sent_ms = worker_.now_ms();
+    worker_.metrics().heartbeat_pings.add();
 }
 
 // Sends a close frame of our own to <to>. When the stream towards <to> is in
@@ -695,7 +719,7 @@ bool Session::monitors(Side side) const {
 
 std::int64_t Session::next_tunnel_deadline() const {
     const config::Config& config = generation_->config();
-    std::int64_t next = INT64_MAX;
+    std::int64_t next = drain_at_ms_;
     if (config.timeouts.idle.count() > 0) next = last_activity_ms_ + config.timeouts.idle.count();
     for (Side side : {Side::Client, Side::Backend}) {
         if (!monitors(side)) continue;
@@ -715,7 +739,15 @@ void Session::on_tunnel_timer() {
     if (config.timeouts.idle.count() > 0 && now - last_activity_ms_ >= config.timeouts.idle.count()) {
         send_close(Side::Client, ws::close_code::going_away, "idle timeout");
         send_close(Side::Backend, ws::close_code::going_away, "idle timeout");
+        worker_.metrics().idle_timeouts.add();
         begin_closing("idle timeout", "proxy", ws::close_code::going_away);
+        return;
+    }
+    if (now >= drain_at_ms_) {
+        send_close(Side::Client, ws::close_code::service_restart, "service restart");
+        send_close(Side::Backend, ws::close_code::service_restart, "service restart");
+        worker_.metrics().drained_sessions.add();
+        begin_closing("backend removed", "proxy", ws::close_code::service_restart);
         return;
     }
     for (Side side : {Side::Client, Side::Backend}) {
@@ -727,6 +759,7 @@ void Session::on_tunnel_timer() {
             release(side);
             peer.close_received = true;
             send_close(other(side), ws::close_code::going_away, "heartbeat timeout");
+            worker_.metrics().heartbeat_timeouts.add();
             begin_closing("heartbeat timeout", "proxy", ws::close_code::going_away);
             return;
         }
@@ -760,6 +793,16 @@ void Session::shut_down() {
             finish();
             break;
     }
+}
+
+const std::string* Session::backend_id() const {
+    if (!pool_ || backend_index_ == chash::kNone) return nullptr;
+    return &pool_->config->backends[backend_index_].id;
+}
+
+void Session::schedule_drain(std::int64_t at_ms) {
+    drain_at_ms_ = std::min(drain_at_ms_, at_ms);
+    if (state_ == SessionState::Open) arm_timer(next_tunnel_deadline() - worker_.now_ms());
 }
 
 void Session::terminate() {
@@ -830,6 +873,8 @@ void Session::finish() {
     record_.messages_in = from_client_.messages;
     record_.messages_out = from_backend_.messages;
     worker_.write_access(record_, generation_->config());
+    worker_.metrics().session_ended(obs::SessionKey{record_.pool, record_.backend, record_.status}, record_.close_code,
+                                    record_.close_by);
     worker_.session_finished(this);  // deletes this
 }
 

@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstdint>
+#include <ctime>
 #include <memory>
 #include <string>
 
@@ -56,10 +57,17 @@ public:
     // Ends the session now, whatever its state (drain deadline passed).
     void terminate();
 
+    // The id of the back end this session uses, or nullptr before one is picked.
+    const std::string* backend_id() const;
+    // A reload removed this session's back end: close the tunnel with 1012
+    // "service restart" at <at_ms> (worker clock).
+    void schedule_drain(std::int64_t at_ms);
+
     SessionState state() const { return state_; }
     Session* next = nullptr;  // the worker's intrusive list
     Session* prev = nullptr;
     std::string per_ip_key;   // set by the worker when counted against max_connections_per_ip
+    std::string listener_address;  // the listener that accepted the client
 
 private:
     // One TCP connection of the session and what the proxy knows of it.
@@ -154,6 +162,8 @@ private:
     std::int64_t started_ms_ = 0;
     std::int64_t connect_started_ms_ = 0;
     std::int64_t last_activity_ms_ = 0;  // last frame either way, ours excluded
+    std::int64_t drain_at_ms_ = INT64_MAX;  // close with 1012 then (reload removed the back end)
+    timespec accepted_at_{};              // precise, for the handshake histogram
     obs::AccessRecord record_;
 };
 

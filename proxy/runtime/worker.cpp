@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -56,7 +57,7 @@ Worker::Worker(Shared& shared, unsigned index) : shared_(shared), index_(index) 
     event_add(notify_event_, nullptr);
     drain_deadline_ = evtimer_new(base_, &Worker::on_drain_deadline, this);
     accept_resume_ = evtimer_new(base_, [](evutil_socket_t, short, void* self) {
-        for (evconnlistener* l : static_cast<Worker*>(self)->listeners_) evconnlistener_enable(l);
+        for (BoundListener& l : static_cast<Worker*>(self)->listeners_) evconnlistener_enable(l.listener);
     }, this);
     generation_ = shared_.current_generation();
 }
@@ -79,32 +80,38 @@ std::int64_t Worker::now_ms() const {
 
 bool Worker::bind_listeners(std::string& error) {
     for (const config::Listener& listener : generation_->config().listeners) {
-        const config::SocketAddress& address = listener.listen;
-        int fd = socket(address.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            error = address.text + ": socket: " + std::strerror(errno);
-            return false;
-        }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        // Every worker binds its own socket; the kernel spreads connections.
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-        if (address.storage.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-        if (bind(fd, reinterpret_cast<const sockaddr*>(&address.storage), address.length) < 0 ||
-            listen(fd, kListenBacklog) < 0) {
-            error = address.text + ": " + std::strerror(errno);
-            close(fd);
-            return false;
-        }
-        evconnlistener* l = evconnlistener_new(base_, &Worker::on_accept, this, LEV_OPT_CLOSE_ON_FREE, -1, fd);
-        if (!l) {
-            error = address.text + ": cannot create listener";
-            close(fd);
-            return false;
-        }
-        evconnlistener_set_error_cb(l, &Worker::on_accept_error);
-        listeners_.push_back(l);
+        if (!bind_one(listener.listen, error)) return false;
     }
+    return true;
+}
+
+bool Worker::bind_one(const config::SocketAddress& address, std::string& error) {
+    int fd = socket(address.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        error = address.text + ": socket: " + std::strerror(errno);
+        return false;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    // Every worker binds its own socket; the kernel spreads connections.
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (address.storage.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, reinterpret_cast<const sockaddr*>(&address.storage), address.length) < 0 ||
+        listen(fd, kListenBacklog) < 0) {
+        error = address.text + ": " + std::strerror(errno);
+        close(fd);
+        return false;
+    }
+    listeners_.push_back(BoundListener{address.text, nullptr});
+    evconnlistener* l = evconnlistener_new(base_, &Worker::on_accept, this, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    if (!l) {
+        listeners_.pop_back();
+        error = address.text + ": cannot create listener";
+        close(fd);
+        return false;
+    }
+    evconnlistener_set_error_cb(l, &Worker::on_accept_error);
+    listeners_.back().listener = l;
     return true;
 }
 
@@ -139,13 +146,67 @@ void Worker::on_notify(evutil_socket_t fd, short, void* self) {
     if (w->shutdown_pending_.exchange(false)) w->begin_shutdown();
 }
 
-void Worker::adopt_generation() { generation_ = shared_.current_generation(); }
-
-void Worker::on_accept(evconnlistener*, evutil_socket_t fd, sockaddr* address, int length, void* self) {
-    static_cast<Worker*>(self)->accept_connection(fd, address, length);
+void Worker::adopt_generation() {
+    generation_ = shared_.current_generation();
+    if (shutting_down_) return;
+    reconcile_listeners();
+    drain_removed_backends();
 }
 
-void Worker::accept_connection(evutil_socket_t fd, sockaddr* address, int length) {
+// Binds listeners the new generation added and closes those it removed;
+// sessions accepted on a closed listener carry on.
+void Worker::reconcile_listeners() {
+    const auto& wanted = generation_->config().listeners;
+    for (auto it = listeners_.begin(); it != listeners_.end();) {
+        bool kept = std::any_of(wanted.begin(), wanted.end(),
+                                [&](const config::Listener& l) { return l.listen.text == it->address; });
+        if (kept) {
+            ++it;
+        } else {
+            log().log(obs::Level::Info, "worker {}: closing listener {}", index_, it->address);
+            evconnlistener_free(it->listener);
+            it = listeners_.erase(it);
+        }
+    }
+    for (const config::Listener& l : wanted) {
+        bool bound = std::any_of(listeners_.begin(), listeners_.end(),
+                                 [&](const BoundListener& b) { return b.address == l.listen.text; });
+        std::string error;
+        if (!bound && !bind_one(l.listen, error)) {
+            log().log(obs::Level::Error, "worker {}: cannot listen on {}", index_, error);
+        } else if (!bound) {
+            log().log(obs::Level::Info, "worker {}: listening on {}", index_, l.listen.text);
+        }
+    }
+}
+
+// Sessions on back ends that the new generation no longer has get close 1012
+// at a moment spread uniformly over the drain window, so that their clients
+// do not all reconnect at once.
+void Worker::drain_removed_backends() {
+    std::int64_t window = generation_->config().server.drain_timeout.count();
+    std::uniform_int_distribution<std::int64_t> spread(0, std::max<std::int64_t>(window, 0));
+    std::int64_t now = now_ms();
+    for (Session* s = sessions_; s;) {
+        Session* next = s->next;
+        const std::string* id = s->backend_id();
+        if (id && !generation_->find_state(*id)) s->schedule_drain(now + spread(rng_));
+        s = next;
+    }
+}
+
+void Worker::on_accept(evconnlistener* listener, evutil_socket_t fd, sockaddr* address, int length, void* self) {
+    auto* w = static_cast<Worker*>(self);
+    for (const BoundListener& bound : w->listeners_) {
+        if (bound.listener == listener) {
+            w->accept_connection(bound, fd, address, length);
+            return;
+        }
+    }
+    evutil_closesocket(fd);
+}
+
+void Worker::accept_connection(const BoundListener& bound, evutil_socket_t fd, sockaddr* address, int length) {
     if (shutting_down_) {
         evutil_closesocket(fd);
         return;
@@ -153,6 +214,7 @@ void Worker::accept_connection(evutil_socket_t fd, sockaddr* address, int length
     const config::Config& config = generation_->config();
     if (shared_.connections.fetch_add(1, std::memory_order_relaxed) >= config.server.max_connections) {
         shared_.connections.fetch_sub(1, std::memory_order_relaxed);
+        metrics_.connections_refused.add();
         refuse_and_close(fd, 503, "too many connections");
         return;
     }
@@ -164,6 +226,7 @@ void Worker::accept_connection(evutil_socket_t fd, sockaddr* address, int length
         if (count >= config.limits.max_connections_per_ip) {
             if (count == 0) shared_.per_ip.erase(per_ip_key);
             shared_.connections.fetch_sub(1, std::memory_order_relaxed);
+            metrics_.connections_refused.add();
             refuse_and_close(fd, 429, "too many connections from this address");
             return;
         }
@@ -171,6 +234,8 @@ void Worker::accept_connection(evutil_socket_t fd, sockaddr* address, int length
     }
     auto* session = new Session(*this, generation_);
     session->per_ip_key = std::move(per_ip_key);
+    session->listener_address = bound.address;
+    metrics_.connection_opened(bound.address);
     session->next = sessions_;
     if (sessions_) sessions_->prev = session;
     sessions_ = session;
@@ -189,6 +254,7 @@ void Worker::session_finished(Session* session) {
         if (it != shared_.per_ip.end() && --it->second == 0) shared_.per_ip.erase(it);
     }
     shared_.connections.fetch_sub(1, std::memory_order_relaxed);
+    metrics_.connection_closed(session->listener_address);
     delete session;
     maybe_exit();
 }
@@ -204,7 +270,7 @@ void Worker::on_accept_error(evconnlistener*, void* self) {
         w->log().log(obs::Level::Error, "accept failed: {}; pausing accepts for {} ms",
                      evutil_socket_error_to_string(error), kAcceptPauseMs);
     }
-    for (evconnlistener* l : w->listeners_) evconnlistener_disable(l);
+    for (BoundListener& l : w->listeners_) evconnlistener_disable(l.listener);
     timeval tv{0, kAcceptPauseMs * 1000};
     evtimer_add(w->accept_resume_, &tv);
 }
@@ -216,7 +282,7 @@ void Worker::write_access(const obs::AccessRecord& record, const config::Config&
 }
 
 void Worker::close_listeners() {
-    for (evconnlistener* l : listeners_) evconnlistener_free(l);
+    for (BoundListener& l : listeners_) evconnlistener_free(l.listener);
     listeners_.clear();
 }
 

@@ -18,6 +18,7 @@
 
 #include "observability/access_log.h"
 #include "observability/error_log.h"
+#include "observability/metrics.h"
 #include "runtime/generation.h"
 
 namespace runtime {
@@ -68,6 +69,7 @@ public:
     Shared& shared() { return shared_; }
     obs::ErrorLog& log() { return *shared_.error_log; }
     std::mt19937_64& rng() { return rng_; }
+    obs::WorkerMetrics& metrics() { return metrics_; }
     std::int64_t now_ms() const;  // monotonic, coarse
     void write_access(const obs::AccessRecord& record, const config::Config& config);
     void session_finished(Session* session);
@@ -80,8 +82,16 @@ private:
     static void on_notify(evutil_socket_t fd, short what, void* self);
     static void on_drain_deadline(evutil_socket_t fd, short what, void* self);
 
-    void accept_connection(evutil_socket_t fd, sockaddr* address, int length);
+    struct BoundListener {
+        std::string address;  // config text, e.g. "127.0.0.1:8080"
+        evconnlistener* listener = nullptr;
+    };
+
+    void accept_connection(const BoundListener& bound, evutil_socket_t fd, sockaddr* address, int length);
+    bool bind_one(const config::SocketAddress& address, std::string& error);
     void adopt_generation();
+    void reconcile_listeners();
+    void drain_removed_backends();
     void begin_shutdown();
     void close_listeners();
     void maybe_exit();
@@ -89,7 +99,8 @@ private:
     Shared& shared_;
     unsigned index_;
     event_base* base_ = nullptr;
-    std::vector<evconnlistener*> listeners_;
+    std::vector<BoundListener> listeners_;
+    obs::WorkerMetrics metrics_;
     std::shared_ptr<const Generation> generation_;
     std::mt19937_64 rng_;
     int notify_fd_ = -1;           // eventfd: the main thread's wake-up call

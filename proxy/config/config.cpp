@@ -1,0 +1,847 @@
+// Configuration: validate the decoded TOML tree (config_toml.h) against the
+// schema and build an immutable Config. Three phases, as in twemproxy's
+// conf_pre_validate -> conf_parse -> conf_post_validate:
+//   1. decode: TOML syntax -> positioned tree (config_toml.cpp; a syntax error
+//      stops here and is the only error reported);
+//   2. validate each section: unknown keys, types, ranges, enumerations; a bad
+//      value is reported and the default kept, so that later checks still run;
+//   3. cross-check: duplicates, dangling references, dependent settings.
+// Every problem becomes an Error naming the file, the line and column of the
+// offending value (or of its table when a key is missing), the key path and
+// what was expected; all of them are returned, sorted by position.
+#include "config/config.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <initializer_list>
+#include <limits>
+#include <tuple>
+#include <utility>
+
+#include "config/config_toml.h"
+
+namespace config {
+
+namespace {
+
+using toml_doc::Kind;
+using toml_doc::Node;
+using toml_doc::Position;
+
+constexpr std::int64_t kMaxInt = std::numeric_limits<std::int64_t>::max();
+
+// Why <text> is not a numeric socket address, or "" when it is one (then
+// <out> is filled). Ports 0..65535 are accepted here; callers that need a
+// connectable port check for 0 themselves.
+std::string_view address_problem(std::string_view text, SocketAddress& out) {
+    std::string_view host;
+    std::string_view port_text;
+    bool v6 = false;
+    if (!text.empty() && text.front() == '[') {
+        const std::size_t close = text.find(']');
+        if (close == std::string_view::npos) return "unterminated \"[\" in IPv6 address";
+        host = text.substr(1, close - 1);
+        const std::string_view rest = text.substr(close + 1);
+        if (rest.empty() || rest.front() != ':') return "missing \":port\" after the IPv6 address";
+        port_text = rest.substr(1);
+        v6 = true;
+    } else {
+        const std::size_t colon = text.rfind(':');
+        if (colon == std::string_view::npos) return "missing \":port\"";
+        host = text.substr(0, colon);
+        if (host.find(':') != std::string_view::npos) {
+            return "an IPv6 address needs brackets, as in \"[::1]:8080\"";
+        }
+        port_text = text.substr(colon + 1);
+    }
+    if (port_text.empty() || port_text.size() > 5 ||
+        !std::all_of(port_text.begin(), port_text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+        return "the port must be a number between 1 and 65535";
+    }
+    unsigned port = 0;
+    std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+    if (port > 65535) return "the port must be a number between 1 and 65535";
+
+    // inet_pton needs a NUL-terminated string; a host longer than any numeric
+    // address is rejected before copying.
+    char buffer[INET6_ADDRSTRLEN + 1];
+    if (host.size() >= sizeof buffer) {
+        return v6 ? "not a numeric IPv6 address" : "not a numeric IPv4 address (host names are not resolved)";
+    }
+    std::memcpy(buffer, host.data(), host.size());
+    buffer[host.size()] = '\0';
+
+    SocketAddress result;
+    char normal[INET6_ADDRSTRLEN];
+    if (v6) {
+        sockaddr_in6 sin6{};
+        sin6.sin6_family = AF_INET6;
+        sin6.sin6_port = htons(static_cast<std::uint16_t>(port));
+        if (inet_pton(AF_INET6, buffer, &sin6.sin6_addr) != 1) return "not a numeric IPv6 address";
+        inet_ntop(AF_INET6, &sin6.sin6_addr, normal, sizeof normal);
+        std::memcpy(&result.storage, &sin6, sizeof sin6);
+        result.length = sizeof sin6;
+        result.text = "[" + std::string(normal) + "]:" + std::to_string(port);
+    } else {
+        sockaddr_in sin{};
+        sin.sin_family = AF_INET;
+        sin.sin_port = htons(static_cast<std::uint16_t>(port));
+        // inet_pton(AF_INET) accepts only the dotted-decimal form a.b.c.d.
+        if (inet_pton(AF_INET, buffer, &sin.sin_addr) != 1) {
+            return "not a numeric IPv4 address (host names are not resolved)";
+        }
+        inet_ntop(AF_INET, &sin.sin_addr, normal, sizeof normal);
+        std::memcpy(&result.storage, &sin, sizeof sin);
+        result.length = sizeof sin;
+        result.text = std::string(normal) + ":" + std::to_string(port);
+    }
+    out = std::move(result);
+    return {};
+}
+
+std::uint16_t port_of(const SocketAddress& address) {
+    if (address.storage.ss_family == AF_INET6) {
+        return ntohs(reinterpret_cast<const sockaddr_in6&>(address.storage).sin6_port);
+    }
+    return ntohs(reinterpret_cast<const sockaddr_in&>(address.storage).sin_port);
+}
+
+char ascii_lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+std::string lowercase(std::string_view text) {
+    std::string out(text);
+    std::transform(out.begin(), out.end(), out.begin(), ascii_lower);
+    return out;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+    return a.size() == b.size() &&
+           std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return ascii_lower(x) == ascii_lower(y); });
+}
+
+// A request's Host without ":port" and without a trailing root dot.
+std::string_view bare_host(std::string_view host) {
+    if (!host.empty() && host.front() == '[') {
+        const std::size_t close = host.find(']');
+        if (close != std::string_view::npos) host = host.substr(0, close + 1);
+    } else {
+        const std::size_t colon = host.find(':');
+        if (colon != std::string_view::npos && host.rfind(':') == colon) host = host.substr(0, colon);
+    }
+    if (!host.empty() && host.back() == '.') host.remove_suffix(1);
+    return host;
+}
+
+// How specifically route host <pattern> matches request host <host>: 0 = not
+// at all; 1 = "" (any); 2 + suffix length = wildcard "*.suffix" (a longer
+// suffix is more specific); kExactHost = the same name.
+constexpr std::size_t kExactHost = std::numeric_limits<std::size_t>::max();
+
+std::size_t host_rank(std::string_view pattern, std::string_view host) {
+    if (pattern.empty()) return 1;
+    if (pattern.size() > 2 && pattern[0] == '*' && pattern[1] == '.') {
+        const std::string_view suffix = pattern.substr(1);  // ".example.com"
+        if (host.size() > suffix.size() && iequals(host.substr(host.size() - suffix.size()), suffix)) {
+            return 2 + suffix.size();
+        }
+        return 0;
+    }
+    return iequals(pattern, host) ? kExactHost : 0;
+}
+
+// <text> quoted for a message, with control and non-ASCII bytes escaped and
+// long values cut, so that hostile input cannot garble the error log.
+std::string quote(std::string_view text) {
+    constexpr std::size_t kMax = 64;
+    std::string out = "\"";
+    for (std::size_t i = 0; i < text.size() && i < kMax; ++i) {
+        const unsigned char c = static_cast<unsigned char>(text[i]);
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += static_cast<char>(c);
+        } else if (c < 0x20 || c >= 0x7f) {
+            static constexpr char kHex[] = "0123456789abcdef";
+            out += "\\x";
+            out += kHex[c >> 4];
+            out += kHex[c & 15];
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+    if (text.size() > kMax) out += "...";
+    out += '"';
+    return out;
+}
+
+std::string format_double(double value) {
+    char buffer[64];
+    const auto result = std::to_chars(buffer, buffer + sizeof buffer, value);
+    return std::string(buffer, result.ptr);
+}
+
+// "a", "a or b", "a, b or c".
+std::string one_of(std::initializer_list<std::string_view> names) {
+    std::string out;
+    std::size_t i = 0;
+    for (std::string_view name : names) {
+        if (i > 0) out += (i + 1 == names.size()) ? " or " : ", ";
+        out += name;
+        ++i;
+    }
+    return out;
+}
+
+std::string join(const std::string& path, std::string_view key) {
+    return path.empty() ? std::string(key) : path + "." + std::string(key);
+}
+
+std::string indexed(std::string_view key, std::size_t i) {
+    return std::string(key) + "[" + std::to_string(i) + "]";
+}
+
+template <typename T>
+struct Choice {
+    std::string_view name;
+    T value;
+};
+
+// The phases 2 and 3 over one decoded file. Each read_* function reads an
+// optional key of a table: absent -> nullptr and <out> untouched (the
+// default); present and valid -> <out> set and the value's node returned;
+// present and invalid -> an error recorded and nullptr.
+class Validator {
+public:
+    explicit Validator(std::string file) : file_(std::move(file)) {}
+
+    LoadResult run(const Node& root);
+
+private:
+    void fail(Position at, const std::string& path, const std::string& message) {
+        errors_.push_back(Error{file_, at.line, at.column, path.empty() ? message : path + ": " + message});
+    }
+
+    void missing(const Node& table, const std::string& path) {
+        fail(table.position, path, "required key is missing");
+    }
+
+    // Unknown keys are errors, never ignored: a typo must not silently leave
+    // a default in place.
+    void check_keys(const Node& table, const std::string& path, std::initializer_list<std::string_view> known) {
+        for (const toml_doc::Entry& entry : table.entries) {
+            if (std::find(known.begin(), known.end(), entry.key) != known.end()) continue;
+            fail(entry.key_position, join(path, entry.key),
+                 "unknown key (expected " + one_of(known) + ")");
+        }
+    }
+
+    const Node* typed(const Node& table, const std::string& path, std::string_view key, Kind kind,
+                      std::string_view expected) {
+        const Node* node = table.find(key);
+        if (node == nullptr) return nullptr;
+        if (node->kind != kind) {
+            fail(node->position, join(path, key),
+                 "expected " + std::string(expected) + ", got " + std::string(toml_doc::describe(node->kind)));
+            return nullptr;
+        }
+        return node;
+    }
+
+    const Node* read_string(const Node& table, const std::string& path, std::string_view key, std::string& out) {
+        const Node* node = typed(table, path, key, Kind::String, "a string");
+        if (node != nullptr) out = node->string;
+        return node;
+    }
+
+    // An integer in [<min>, <max>].
+    template <typename T>
+    const Node* read_integer(const Node& table, const std::string& path, std::string_view key, std::int64_t min,
+                             std::int64_t max, T& out) {
+        const Node* node = typed(table, path, key, Kind::Integer, "an integer");
+        if (node == nullptr) return nullptr;
+        const std::int64_t value = node->integer;
+        if (value < min || value > max) {
+            std::string expected;
+            if (min == 1 && value < 1) {
+                expected = "must be a positive integer";
+            } else if (max == kMaxInt) {
+                expected = min == 0 ? "must be a non-negative integer" : "must be at least " + std::to_string(min);
+            } else {
+                expected = "must be between " + std::to_string(min) + " and " + std::to_string(max);
+            }
+            fail(node->position, join(path, key), expected + ", got " + std::to_string(value));
+            return nullptr;
+        }
+        out = static_cast<T>(value);
+        return node;
+    }
+
+    const Node* read_duration(const Node& table, const std::string& path, std::string_view key, Duration& out) {
+        static constexpr std::string_view kExpected =
+            "a duration: a non-negative integer and a unit ms, s, m or h, as in \"30s\"";
+        const Node* node = typed(table, path, key, Kind::String, kExpected);
+        if (node == nullptr) return nullptr;
+        if (!parse_duration(node->string, out)) {
+            fail(node->position, join(path, key), "expected " + std::string(kExpected) + ", got " + quote(node->string));
+            return nullptr;
+        }
+        return node;
+    }
+
+    template <typename T>
+    const Node* read_choice(const Node& table, const std::string& path, std::string_view key,
+                            std::initializer_list<Choice<T>> choices, T& out) {
+        const Node* node = typed(table, path, key, Kind::String, "a string");
+        if (node == nullptr) return nullptr;
+        for (const Choice<T>& choice : choices) {
+            if (node->string == choice.name) {
+                out = choice.value;
+                return node;
+            }
+        }
+        std::string expected;
+        std::size_t i = 0;
+        for (const Choice<T>& choice : choices) {
+            if (i > 0) expected += (i + 1 == choices.size()) ? " or " : ", ";
+            expected += quote(choice.name);
+            ++i;
+        }
+        fail(node->position, join(path, key), "expected " + expected + ", got " + quote(node->string));
+        return nullptr;
+    }
+
+    // A socket address to listen on or connect to: port 1..65535.
+    const Node* read_address(const Node& table, const std::string& path, std::string_view key, SocketAddress& out) {
+        const Node* node = typed(table, path, key, Kind::String, "a string \"IPv4:port\" or \"[IPv6]:port\"");
+        if (node == nullptr) return nullptr;
+        SocketAddress parsed;
+        std::string_view problem = address_problem(node->string, parsed);
+        if (problem.empty() && port_of(parsed) == 0) problem = "the port must be a number between 1 and 65535";
+        if (!problem.empty()) {
+            fail(node->position, join(path, key), std::string(problem) + ", got " + quote(node->string));
+            return nullptr;
+        }
+        out = std::move(parsed);
+        return node;
+    }
+
+    // A [section] table, or nullptr when absent or not a table.
+    const Node* section(const Node& root, std::string_view key) {
+        return typed(root, "", key, Kind::Table, "a table ([" + std::string(key) + "])");
+    }
+
+    // An array of tables ([[key]] or key = [{...}, ...]); elements that are
+    // not tables are reported and skipped. The indices in paths stay those
+    // of the file.
+    std::vector<std::pair<std::size_t, const Node*>> tables(const Node& parent, const std::string& path,
+                                                            std::string_view key, std::string_view header) {
+        std::vector<std::pair<std::size_t, const Node*>> out;
+        const Node* array = typed(parent, path, key, Kind::Array,
+                                  "an array of tables ([[" + std::string(header) + "]])");
+        if (array == nullptr) return out;
+        for (std::size_t i = 0; i < array->items.size(); ++i) {
+            const Node& item = array->items[i];
+            if (item.kind != Kind::Table) {
+                fail(item.position, join(path, indexed(key, i)),
+                     "expected a table, got " + std::string(toml_doc::describe(item.kind)));
+                continue;
+            }
+            out.emplace_back(i, &item);
+        }
+        return out;
+    }
+
+    // Reports an absent or empty array of tables <key> that must have at
+    // least one element (<present> = how many tables it holds). Absent: no
+    // position in the file (line 0) unless <parent> names a table to point at.
+    void require_some(const Node& parent, const std::string& path, std::string_view key, std::string_view header,
+                      std::size_t present) {
+        const Node* node = parent.find(key);
+        if (node != nullptr && node->kind != Kind::Array) return;  // reported as a type error
+        if (node != nullptr && !node->items.empty()) return;       // its elements are checked one by one
+        if (present > 0) return;
+        const Position at = node != nullptr ? node->position : path.empty() ? Position{} : parent.position;
+        fail(at, join(path, key), "at least one [[" + std::string(header) + "]] is required");
+    }
+
+    void server(const Node& root, ServerSection& out);
+    void log(const Node& root, LogSection& out);
+    void admin(const Node& root, AdminSection& out);
+    void listeners(const Node& root, std::vector<Listener>& out);
+    void timeouts(const Node& root, Timeouts& out);
+    void heartbeat(const Node& root, Heartbeat& out);
+    void limits(const Node& root, Limits& out);
+    void pools(const Node& root, std::vector<Pool>& out);
+    void health(const Node& pool, const std::string& path, HealthCheck& out);
+    void routes(const Node& root, const std::vector<Pool>& pools, std::vector<Route>& out);
+
+    std::string file_;
+    std::vector<Error> errors_;
+    // Set when a [[pool]] was present but rejected: then a route naming it is
+    // not reported as dangling too.
+    std::vector<std::string> rejected_pools_;
+};
+
+void Validator::server(const Node& root, ServerSection& out) {
+    const Node* table = section(root, "server");
+    if (table == nullptr) return;
+    const std::string path = "server";
+    check_keys(*table, path, {"workers", "max_connections", "drain_timeout"});
+    read_integer(*table, path, "workers", 0, 256, out.workers);
+    read_integer(*table, path, "max_connections", 1, kMaxInt, out.max_connections);
+    read_duration(*table, path, "drain_timeout", out.drain_timeout);
+}
+
+void Validator::log(const Node& root, LogSection& out) {
+    const Node* table = section(root, "log");
+    if (table == nullptr) return;
+    const std::string path = "log";
+    check_keys(*table, path, {"access", "format", "error", "level"});
+    read_string(*table, path, "access", out.access);
+    read_choice<LogFormat>(*table, path, "format", {{"json", LogFormat::Json}, {"text", LogFormat::Text}},
+                           out.format);
+    std::string error_log;
+    if (const Node* node = read_string(*table, path, "error", error_log)) {
+        if (error_log.empty()) {
+            fail(node->position, join(path, "error"), "expected a path or \"-\" (stderr), got \"\"");
+        } else {
+            out.error = error_log;
+        }
+    }
+    read_choice<LogLevel>(*table, path, "level",
+                          {{"debug", LogLevel::Debug}, {"info", LogLevel::Info}, {"warn", LogLevel::Warn},
+                           {"error", LogLevel::Error}},
+                          out.level);
+}
+
+void Validator::admin(const Node& root, AdminSection& out) {
+    const Node* table = section(root, "admin");
+    if (table == nullptr) return;
+    const std::string path = "admin";
+    check_keys(*table, path, {"listen"});
+    if (table->find("listen") == nullptr) {
+        missing(*table, join(path, "listen"));
+        return;
+    }
+    SocketAddress address;
+    if (read_address(*table, path, "listen", address)) out.listen = std::move(address);
+}
+
+void Validator::listeners(const Node& root, std::vector<Listener>& out) {
+    const auto items = tables(root, "", "listener", "listener");
+    std::vector<std::size_t> file_index;
+    for (const auto& [i, table] : items) {
+        const std::string path = indexed("listener", i);
+        check_keys(*table, path, {"listen"});
+        if (table->find("listen") == nullptr) {
+            missing(*table, join(path, "listen"));
+            continue;
+        }
+        Listener listener;
+        const Node* node = read_address(*table, path, "listen", listener.listen);
+        if (node == nullptr) continue;
+        for (std::size_t j = 0; j < out.size(); ++j) {
+            if (out[j].listen.text == listener.listen.text) {
+                fail(node->position, join(path, "listen"),
+                     "duplicate of " + indexed("listener", file_index[j]) + ".listen " +
+                         quote(listener.listen.text));
+                node = nullptr;
+                break;
+            }
+        }
+        if (node == nullptr) continue;
+        file_index.push_back(i);
+        out.push_back(std::move(listener));
+    }
+    require_some(root, "", "listener", "listener", items.size());
+}
+
+void Validator::timeouts(const Node& root, Timeouts& out) {
+    const Node* table = section(root, "timeouts");
+    if (table == nullptr) return;
+    const std::string path = "timeouts";
+    check_keys(*table, path, {"handshake", "connect", "idle"});
+    // A zero handshake or connect timeout would fail every session; only the
+    // idle timeout may be switched off.
+    for (auto [key, field] : {std::pair{"handshake", &out.handshake}, std::pair{"connect", &out.connect}}) {
+        Duration value{};
+        if (const Node* node = read_duration(*table, path, key, value)) {
+            if (value.count() == 0) {
+                fail(node->position, join(path, key), "must be greater than 0s, got " + quote(node->string));
+            } else {
+                *field = value;
+            }
+        }
+    }
+    read_duration(*table, path, "idle", out.idle);
+}
+
+void Validator::heartbeat(const Node& root, Heartbeat& out) {
+    const Node* table = section(root, "heartbeat");
+    if (table == nullptr) return;
+    const std::string path = "heartbeat";
+    check_keys(*table, path, {"interval", "timeout", "peers"});
+    read_duration(*table, path, "interval", out.interval);
+    const Node* timeout = read_duration(*table, path, "timeout", out.timeout);
+    read_choice<HeartbeatPeers>(
+        *table, path, "peers",
+        {{"client", HeartbeatPeers::Client}, {"backend", HeartbeatPeers::Backend}, {"both", HeartbeatPeers::Both}},
+        out.peers);
+    // The default timeout is not zero, so a zero one was written: <timeout> is set.
+    if (out.interval.count() > 0 && out.timeout.count() == 0 && timeout != nullptr) {
+        fail(timeout->position, join(path, "timeout"),
+             "must be greater than 0s when heartbeat.interval is not 0s, got " + quote(timeout->string));
+    }
+}
+
+void Validator::limits(const Node& root, Limits& out) {
+    const Node* table = section(root, "limits");
+    if (table == nullptr) return;
+    const std::string path = "limits";
+    check_keys(*table, path, {"max_header_bytes", "max_message_bytes", "max_connections_per_ip", "buffer_bytes"});
+    read_integer(*table, path, "max_header_bytes", 1024, 1024 * 1024, out.max_header_bytes);
+    read_integer(*table, path, "max_message_bytes", 0, kMaxInt, out.max_message_bytes);
+    read_integer(*table, path, "max_connections_per_ip", 0, kMaxInt, out.max_connections_per_ip);
+    read_integer(*table, path, "buffer_bytes", 4096, kMaxInt, out.buffer_bytes);
+}
+
+void Validator::pools(const Node& root, std::vector<Pool>& out) {
+    const auto items = tables(root, "", "pool", "pool");
+    std::vector<std::size_t> file_index;
+    for (const auto& [i, table] : items) {
+        const std::string path = indexed("pool", i);
+        const std::size_t errors_before = errors_.size();
+        check_keys(*table, path, {"name", "hash", "algorithm", "balance_factor", "health", "backend"});
+        Pool pool;
+        health(*table, join(path, "health"), pool.health);
+
+        const Node* name = read_string(*table, path, "name", pool.name);
+        if (table->find("name") == nullptr) {
+            missing(*table, join(path, "name"));
+        } else if (name != nullptr && pool.name.empty()) {
+            fail(name->position, join(path, "name"), "must not be empty");
+        } else if (name != nullptr) {
+            for (std::size_t j = 0; j < out.size(); ++j) {
+                if (out[j].name == pool.name) {
+                    fail(name->position, join(path, "name"),
+                         "duplicate pool name " + quote(pool.name) + " (first defined by " +
+                             indexed("pool", file_index[j]) + ")");
+                }
+            }
+        }
+
+        if (const Node* hash = typed(*table, path, "hash", Kind::String, "a string")) {
+            if (!chash::parse_key_spec(hash->string, pool.hash)) {
+                fail(hash->position, join(path, "hash"),
+                     "expected \"ip\", \"path\", \"header:NAME\", \"cookie:NAME\" or \"query:NAME\", got " +
+                         quote(hash->string));
+            }
+        }
+        read_choice<chash::Algorithm>(*table, path, "algorithm",
+                                      {{"ring", chash::Algorithm::Ring}, {"maglev", chash::Algorithm::Maglev}},
+                                      pool.algorithm);
+
+        if (const Node* factor = table->find("balance_factor")) {
+            const std::string key = join(path, "balance_factor");
+            if (factor->kind != Kind::Float && factor->kind != Kind::Integer) {
+                fail(factor->position, key, "expected a number, got " + std::string(toml_doc::describe(factor->kind)));
+            } else {
+                const double value =
+                    factor->kind == Kind::Float ? factor->floating : static_cast<double>(factor->integer);
+                // Bounded loads need c > 1 (Mirrokni et al.): at c <= 1 no
+                // back end could ever take a session.
+                if (!std::isfinite(value) || !(value == 0.0 || value > 1.0)) {
+                    fail(factor->position, key, "must be 0 (off) or greater than 1.0, got " + format_double(value));
+                } else {
+                    pool.balance_factor = value;
+                }
+            }
+        }
+
+        const auto backends = tables(*table, path, "backend", "pool.backend");
+        std::vector<std::size_t> backend_index;
+        for (const auto& [b, backend_table] : backends) {
+            const std::string backend_path = join(path, indexed("backend", b));
+            check_keys(*backend_table, backend_path, {"address", "weight", "id"});
+            Backend backend;
+            const Node* address = read_address(*backend_table, backend_path, "address", backend.address);
+            if (backend_table->find("address") == nullptr) missing(*backend_table, join(backend_path, "address"));
+            // HAProxy bounds server weights to 256 too; with 160 ring points
+            // per unit of weight that keeps a ring of a few back ends small.
+            read_integer(*backend_table, backend_path, "weight", 1, 256, backend.weight);
+            const Node* id = read_string(*backend_table, backend_path, "id", backend.id);
+            if (address == nullptr) continue;
+            if (backend.id.empty()) backend.id = backend.address.text;
+            const bool explicit_id = id != nullptr && !id->string.empty();
+            for (std::size_t j = 0; j < pool.backends.size(); ++j) {
+                if (pool.backends[j].id == backend.id) {
+                    fail(explicit_id ? id->position : address->position,
+                         join(backend_path, explicit_id ? "id" : "address"),
+                         "duplicate backend id " + quote(backend.id) + " in pool (first used by " +
+                             indexed("backend", backend_index[j]) + ")");
+                    address = nullptr;
+                    break;
+                }
+            }
+            if (address == nullptr) continue;
+            backend_index.push_back(b);
+            pool.backends.push_back(std::move(backend));
+        }
+        require_some(*table, path, "backend", "pool.backend", backends.size());
+
+        if (errors_.size() != errors_before) {
+            if (name != nullptr) rejected_pools_.push_back(pool.name);
+            continue;
+        }
+        file_index.push_back(i);
+        out.push_back(std::move(pool));
+    }
+    require_some(root, "", "pool", "pool", items.size());
+}
+
+void Validator::health(const Node& pool, const std::string& path, HealthCheck& out) {
+    const Node* table = typed(pool, path.substr(0, path.rfind('.')), "health", Kind::Table, "a table ([pool.health])");
+    if (table == nullptr) return;
+    check_keys(*table, path, {"type", "path", "interval", "timeout", "rise", "fall", "cooldown"});
+    read_choice<HealthType>(*table, path, "type",
+                            {{"tcp", HealthType::Tcp}, {"http", HealthType::Http}, {"websocket", HealthType::Websocket}},
+                            out.type);
+    if (const Node* probe_path = read_string(*table, path, "path", out.path)) {
+        if (out.path.empty() || out.path.front() != '/') {
+            fail(probe_path->position, join(path, "path"), "must start with \"/\", got " + quote(probe_path->string));
+        }
+    }
+    for (auto [key, field] : {std::pair{"interval", &out.interval}, std::pair{"timeout", &out.timeout},
+                              std::pair{"cooldown", &out.cooldown}}) {
+        Duration value{};
+        if (const Node* node = read_duration(*table, path, key, value)) {
+            if (value.count() == 0) {
+                fail(node->position, join(path, key), "must be greater than 0s, got " + quote(node->string));
+            } else {
+                *field = value;
+            }
+        }
+    }
+    read_integer(*table, path, "rise", 1, 1000, out.rise);
+    read_integer(*table, path, "fall", 1, 1000, out.fall);
+}
+
+// A route host: "" (any), a name or numeric address, or "*.domain"; stored
+// lowercase, without a port (ports are stripped from the request's Host).
+std::string_view host_problem(std::string_view host) {
+    if (host.empty()) return {};
+    std::string_view name = host;
+    if (name.size() > 2 && name[0] == '*' && name[1] == '.') name.remove_prefix(2);
+    if (!name.empty() && name.front() == '[') {
+        SocketAddress ignored;
+        const std::string with_port = std::string(name) + ":1";
+        if (name.back() != ']' || !address_problem(with_port, ignored).empty()) {
+            return "expected a host name, \"*.domain\" or a numeric address (without a port)";
+        }
+        return {};
+    }
+    const bool valid = !name.empty() && name.front() != '.' && name.back() != '.' &&
+                       std::all_of(name.begin(), name.end(), [](char c) {
+                           return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                                  c == '-' || c == '.' || c == '_';
+                       });
+    return valid ? std::string_view{} : "expected a host name, \"*.domain\" or a numeric address (without a port)";
+}
+
+void Validator::routes(const Node& root, const std::vector<Pool>& pools, std::vector<Route>& out) {
+    const auto items = tables(root, "", "route", "route");
+    std::vector<std::size_t> file_index;
+    for (const auto& [i, table] : items) {
+        const std::string path = indexed("route", i);
+        check_keys(*table, path, {"path_prefix", "host", "pool"});
+        Route route;
+        bool ok = true;
+        if (const Node* prefix = read_string(*table, path, "path_prefix", route.path_prefix)) {
+            if (route.path_prefix.empty() || route.path_prefix.front() != '/') {
+                fail(prefix->position, join(path, "path_prefix"), "must start with \"/\", got " + quote(prefix->string));
+                ok = false;
+            }
+        } else if (table->find("path_prefix") != nullptr) {
+            ok = false;
+        }
+        if (const Node* host = read_string(*table, path, "host", route.host)) {
+            const std::string_view problem = host_problem(route.host);
+            if (!problem.empty()) {
+                fail(host->position, join(path, "host"), std::string(problem) + ", got " + quote(host->string));
+                ok = false;
+            }
+            route.host = lowercase(route.host);
+        } else if (table->find("host") != nullptr) {
+            ok = false;
+        }
+        const Node* pool = read_string(*table, path, "pool", route.pool);
+        if (table->find("pool") == nullptr) {
+            missing(*table, join(path, "pool"));
+            ok = false;
+        } else if (pool == nullptr) {
+            ok = false;
+        } else {
+            const auto found = std::find_if(pools.begin(), pools.end(),
+                                            [&](const Pool& p) { return p.name == route.pool; });
+            if (found != pools.end()) {
+                route.pool_index = static_cast<std::size_t>(found - pools.begin());
+            } else {
+                ok = false;
+                // A pool that exists but has errors of its own is not unknown.
+                if (std::find(rejected_pools_.begin(), rejected_pools_.end(), route.pool) == rejected_pools_.end()) {
+                    fail(pool->position, join(path, "pool"), "unknown pool " + quote(route.pool));
+                }
+            }
+        }
+        if (!ok) continue;
+        bool duplicate = false;
+        for (std::size_t j = 0; j < out.size() && !duplicate; ++j) {
+            if (out[j].host == route.host && out[j].path_prefix == route.path_prefix) {
+                fail(table->position, path,
+                     "same host and path_prefix as " + indexed("route", file_index[j]) + " (" +
+                         quote(route.host) + ", " + quote(route.path_prefix) + ")");
+                duplicate = true;
+            }
+        }
+        if (duplicate) continue;
+        file_index.push_back(i);
+        out.push_back(std::move(route));
+    }
+}
+
+LoadResult Validator::run(const Node& root) {
+    auto config = std::make_shared<Config>();
+    config->source_path = file_;
+    check_keys(root, "", {"server", "log", "admin", "listener", "timeouts", "heartbeat", "limits", "route", "pool"});
+    server(root, config->server);
+    log(root, config->log);
+    admin(root, config->admin);
+    listeners(root, config->listeners);
+    timeouts(root, config->timeouts);
+    heartbeat(root, config->heartbeat);
+    limits(root, config->limits);
+    pools(root, config->pools);
+
+    if (config->admin.listen) {
+        for (std::size_t i = 0; i < config->listeners.size(); ++i) {
+            if (config->listeners[i].listen.text == config->admin.listen->text) {
+                fail(root.find("admin")->find("listen")->position, "admin.listen",
+                     "same address as a [[listener]] " + quote(config->admin.listen->text));
+            }
+        }
+    }
+
+    const Node* route_array = root.find("route");
+    if (route_array == nullptr) {
+        // No [[route]] at all: a file with a single pool routes everything to
+        // it (the implicit route "/" -> that pool); several pools are ambiguous.
+        const Node* pool_array = root.find("pool");
+        const std::size_t pools_written =
+            pool_array != nullptr && pool_array->kind == Kind::Array ? pool_array->items.size() : 0;
+        if (pools_written == 1 && config->pools.size() == 1) {
+            config->routes.push_back(Route{"/", "", config->pools[0].name, 0});
+        } else if (pools_written > 1) {
+            fail(Position{}, "route", "at least one [[route]] is required when there are several pools");
+        }
+    } else {
+        routes(root, config->pools, config->routes);
+        const auto written = route_array->kind == Kind::Array ? route_array->items.size() : 1;
+        if (written == 0) fail(route_array->position, "route", "at least one [[route]] is required");
+    }
+
+    if (!errors_.empty()) {
+        std::stable_sort(errors_.begin(), errors_.end(), [](const Error& a, const Error& b) {
+            return std::tie(a.line, a.column) < std::tie(b.line, b.column);
+        });
+        return std::move(errors_);
+    }
+    return std::shared_ptr<const Config>(std::move(config));
+}
+
+}  // namespace
+
+bool parse_socket_address(std::string_view text, SocketAddress& out) { return address_problem(text, out).empty(); }
+
+bool parse_duration(std::string_view text, Duration& out) {
+    std::size_t digits = 0;
+    while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+    if (digits == 0) return false;
+    const std::string_view unit = text.substr(digits);
+    std::int64_t scale = 0;
+    if (unit == "ms") {
+        scale = 1;
+    } else if (unit == "s") {
+        scale = 1000;
+    } else if (unit == "m") {
+        scale = 60 * 1000;
+    } else if (unit == "h") {
+        scale = 60 * 60 * 1000;
+    } else {
+        return false;
+    }
+    std::int64_t value = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + digits, value);
+    if (ec != std::errc{} || end != text.data() + digits) return false;  // out of range
+    if (value > std::numeric_limits<Duration::rep>::max() / scale) return false;
+    out = Duration(value * scale);
+    return true;
+}
+
+const Route* Config::match_route(std::string_view host, std::string_view path) const {
+    const std::string_view name = bare_host(host);
+    const Route* best = nullptr;
+    std::size_t best_rank = 0;
+    for (const Route& route : routes) {
+        const std::size_t rank = host_rank(route.host, name);
+        if (rank == 0 || path.substr(0, route.path_prefix.size()) != route.path_prefix) continue;
+        if (best == nullptr || rank > best_rank ||
+            (rank == best_rank && route.path_prefix.size() > best->path_prefix.size())) {
+            best = &route;
+            best_rank = rank;
+        }
+    }
+    return best;
+}
+
+std::string Error::to_string() const {
+    if (line == 0) return file + ": " + message;
+    return file + ":" + std::to_string(line) + ":" + std::to_string(column) + ": " + message;
+}
+
+LoadResult load_string(std::string_view text, const std::string& name) {
+    auto document = toml_doc::parse_toml(text, name);
+    if (Error* error = std::get_if<Error>(&document)) return std::vector<Error>{std::move(*error)};
+    return Validator(name).run(std::get<Node>(document));
+}
+
+LoadResult load_file(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    std::string text;
+    int error = fd < 0 ? errno : 0;
+    if (fd >= 0) {
+        char buffer[65536];
+        for (;;) {
+            const ssize_t n = ::read(fd, buffer, sizeof buffer);
+            if (n > 0) {
+                text.append(buffer, static_cast<std::size_t>(n));
+            } else if (n == 0) {
+                break;
+            } else if (errno != EINTR) {
+                error = errno;
+                break;
+            }
+        }
+        ::close(fd);
+    }
+    if (error != 0) return std::vector<Error>{Error{path, 0, 0, std::string("cannot read: ") + std::strerror(error)}};
+    return load_string(text, path);
+}
+
+}  // namespace config

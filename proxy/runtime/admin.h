@@ -1,0 +1,51 @@
+// The admin endpoint ([admin] listen) on the main thread's loop: /metrics,
+// /healthz and /status. Each request gets one response and the connection
+// closes; the request head goes through the same strict parser as clients'.
+#pragma once
+
+#include <functional>
+#include <set>
+#include <string>
+#include <string_view>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "config/config.h"
+#include "observability/error_log.h"
+
+namespace runtime {
+
+struct AdminResponse {
+    int status = 200;
+    std::string content_type = "text/plain; charset=utf-8";
+    std::string body;
+};
+
+class AdminServer {
+public:
+    using Handler = std::function<AdminResponse(std::string_view method, std::string_view path)>;
+
+    AdminServer(event_base* base, obs::ErrorLog& log, Handler handler);
+    ~AdminServer();
+    AdminServer(const AdminServer&) = delete;
+    AdminServer& operator=(const AdminServer&) = delete;
+
+    // Listens on <address> (replacing a previous address). False with <error>.
+    bool listen(const config::SocketAddress& address, std::string& error);
+    void close();
+    const std::string& address() const { return address_; }
+
+private:
+    struct Connection;
+    static void on_accept(evconnlistener*, evutil_socket_t fd, sockaddr*, int, void* self);
+
+    event_base* base_;
+    obs::ErrorLog& log_;
+    Handler handler_;
+    evconnlistener* listener_ = nullptr;
+    std::string address_;
+    std::set<Connection*> connections_;  // open admin connections, freed with the server
+};
+
+}  // namespace runtime
