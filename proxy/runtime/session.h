@@ -80,6 +80,7 @@ private:
         bool close_received = false;   // this peer sent a close frame
         bool gone = false;             // its connection is released
         bool flushing = false;         // released once its output drains
+        bool plain = false;            // a plain TCP socket (not TLS): may be written directly
         std::int64_t last_rx_ms = 0;   // last frame received from it (heartbeat)
         bool ping_pending = false;     // a heartbeat ping waits for a frame boundary
         bool ping_outstanding = false; // our ping is unanswered
@@ -120,6 +121,7 @@ private:
     // Tunnel.
     void open_tunnel(bool deflate);
     void pump(Side from);
+    void flush_run(Side from, std::size_t bytes);
     bool handle_control_frame(Side from, const std::uint8_t* frame, const ws::FrameHeader& header);
     void send_ping(Side to);
     void send_close(Side to, std::uint16_t code, std::string_view reason);

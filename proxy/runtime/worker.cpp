@@ -49,6 +49,9 @@ void refuse_and_close(evutil_socket_t fd, int status, std::string_view reason) {
 Worker::Worker(Shared& shared, unsigned index) : shared_(shared), index_(index) {
     event_config* cfg = event_config_new();
     event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);  // one thread per base: no locks needed
+    // Batch epoll_ctl calls per loop turn, so that an event enabled and
+    // disabled within one turn costs no system call.
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
     base_ = event_base_new_with_config(cfg);
     event_config_free(cfg);
     std::random_device device;
