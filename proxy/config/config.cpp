@@ -594,9 +594,19 @@ void Validator::pools(const Node& root, std::vector<Pool>& out) {
     for (const auto& [i, table] : items) {
         const std::string path = indexed("pool", i);
         const std::size_t errors_before = errors_.size();
-        check_keys(*table, path, {"name", "hash", "algorithm", "balance_factor", "health", "tls", "backend"});
+        check_keys(*table, path,
+                   {"name", "hash", "algorithm", "balance_factor", "maglev_table_size", "health", "tls", "backend"});
         Pool pool;
         health(*table, join(path, "health"), pool.health);
+        // Maglev's permutation needs a prime table size (NSDI 2016 §3.4).
+        if (const Node* size = read_integer(*table, path, "maglev_table_size", 251, 16777259, pool.maglev_table_size)) {
+            bool prime = pool.maglev_table_size % 2 != 0;
+            for (std::uint64_t d = 3; prime && d * d <= pool.maglev_table_size; d += 2) prime = pool.maglev_table_size % d != 0;
+            if (!prime) {
+                fail(size->position, join(path, "maglev_table_size"),
+                     "must be a prime number (e.g. 65537, 131071, 655373), got " + std::to_string(pool.maglev_table_size));
+            }
+        }
 
         const Node* name = read_string(*table, path, "name", pool.name);
         if (table->find("name") == nullptr) {

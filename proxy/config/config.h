@@ -132,6 +132,7 @@ struct Pool {
     chash::KeySpec hash;
     chash::Algorithm algorithm = chash::Algorithm::Ring;
     double balance_factor = 0.0;  // > 1 enables bounded loads
+    std::uint64_t maglev_table_size = 65537;  // a prime; larger moves fewer keys when back ends change
     HealthCheck health;
     std::shared_ptr<const tls::ClientContext> tls;  // set when some backend has tls = true
     std::vector<Backend> backends;

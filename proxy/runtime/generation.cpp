@@ -20,7 +20,7 @@ Generation::Generation(std::shared_ptr<const config::Config> config, std::uint64
             states_by_id_[backend.id] = state;
             runtime.states.push_back(state);
         }
-        runtime.picker = chash::make_picker(pool.algorithm, members);
+        runtime.picker = chash::make_picker(pool.algorithm, members, pool.maglev_table_size);
         pools_.push_back(std::move(runtime));
     }
 }

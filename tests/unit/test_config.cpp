@@ -282,7 +282,7 @@ TEST_CASE("config: unknown keys at every level") {
     CHECK(load_error(base("wieght = 2\n")) ==
           "t.toml:7:1: pool[0].backend[0].wieght: unknown key (expected address, weight, id or tls)");
     CHECK(load_error(base("[[pool]]\nname = \"b\"\nbackends = []\n[[pool.backend]]\naddress = \"127.0.0.1:1\"\n[[route]]\npool = \"main\"\n")) ==
-          "t.toml:9:1: pool[1].backends: unknown key (expected name, hash, algorithm, balance_factor, health, tls or backend)");
+          "t.toml:9:1: pool[1].backends: unknown key (expected name, hash, algorithm, balance_factor, maglev_table_size, health, tls or backend)");
     CHECK(load_error("[[listener]]\nlisten = \"127.0.0.1:1\"\ntls = true\n[[pool]]\nname = \"a\"\n"
                      "backend = [{address = \"127.0.0.1:2\"}]\n") ==
           "t.toml:3:7: listener[0].tls: expected a table ([listener.tls]), got a boolean");
@@ -705,4 +705,16 @@ TEST_CASE("config: [pool.health] defaults, values and errors") {
     CHECK(load_error("[[listener]]\nlisten = \"127.0.0.1:8080\"\n[[pool]]\nname = \"main\"\nhealth = 1\n"
                      "[[pool.backend]]\naddress = \"127.0.0.1:9001\"\n") ==
           "t.toml:5:10: pool[0].health: expected a table ([pool.health]), got an integer");
+}
+
+TEST_CASE("config: maglev_table_size must be a prime in range") {
+    CHECK(load_ok(kBase)->pools[0].maglev_table_size == 65537);
+    auto with = [](std::string_view size) {
+        return "[[listener]]\nlisten = \"127.0.0.1:8080\"\n[[pool]]\nname = \"main\"\nalgorithm = \"maglev\"\n"
+               "maglev_table_size = " + std::string(size) + "\n[[pool.backend]]\naddress = \"127.0.0.1:9001\"\n";
+    };
+    CHECK(load_ok(with("131071"))->pools[0].maglev_table_size == 131071);
+    CHECK(load_error(with("65536")) ==
+          "t.toml:6:21: pool[0].maglev_table_size: must be a prime number (e.g. 65537, 131071, 655373), got 65536");
+    CHECK(load_error(with("7")) == "t.toml:6:21: pool[0].maglev_table_size: must be between 251 and 16777259, got 7");
 }
