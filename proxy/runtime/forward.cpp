@@ -21,9 +21,15 @@ void append_header(std::string& out, std::string_view name, std::string_view val
 }  // namespace
 
 static bool added_by_proxy(std::string_view name, const ClientFacts& facts) {
-    if (!facts.added) return false;
-    for (const http1::Header& h : *facts.added) {
-        if (http1::iequals(h.name, name)) return true;
+    if (facts.added) {
+        for (const http1::Header& h : *facts.added) {
+            if (http1::iequals(h.name, name)) return true;
+        }
+    }
+    if (facts.stripped) {
+        for (const std::string& stripped : *facts.stripped) {
+            if (http1::iequals(stripped, name)) return true;
+        }
     }
     return false;
 }

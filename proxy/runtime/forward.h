@@ -18,6 +18,9 @@ struct ClientFacts {
     // Headers the proxy adds (e.g. X-Auth-Sub from a verified token); client
     // headers of the same names are dropped so they cannot be forged.
     const std::vector<http1::Header>* added = nullptr;
+    // Further names whose client copies are dropped even when the proxy
+    // adds no such header this time (a claim absent from this token).
+    const std::vector<std::string>* stripped = nullptr;
 };
 
 // The head forwarded to a back end: the request line and every header as the

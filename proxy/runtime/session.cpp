@@ -282,8 +282,25 @@ void Session::start(int fd, const sockaddr* address, socklen_t, const config::Li
     // Never buffer more than one head (plus one byte, to detect "too large").
     bufferevent_setwatermark(client_.bev, EV_READ, 0, generation_->config().limits.max_header_bytes + 1);
     bufferevent_enable(client_.bev, EV_READ);
-    if (listener.proxy_protocol) set_state(SessionState::ReadingProxyHeader);
     arm_timer(generation_->config().timeouts.handshake.count());
+    if (listener.proxy_protocol) {
+        set_state(SessionState::ReadingProxyHeader);
+    } else {
+        admit_client();
+    }
+}
+
+// limits.max_connections_per_ip, counted on the client address as known at
+// this point: the PROXY header's source on proxy_protocol listeners. The 429
+// goes through the client's bufferevent, so TLS clients can read it.
+void Session::admit_client() {
+    if (generation_->config().limits.max_connections_per_ip == 0) return;
+    if (worker_.acquire_per_ip(client_ip_)) {
+        per_ip_key = client_ip_;
+    } else {
+        worker_.metrics().connections_refused.add();
+        refuse(429, "too many connections from this address");
+    }
 }
 
 // PROXY protocol v1/v2 from an L4 balancer: the real client address comes
@@ -310,7 +327,8 @@ void Session::read_proxy_header() {
     evbuffer_drain(input, result.consumed);
     record_.bytes_in += result.consumed;
     set_state(SessionState::ReadingRequest);
-    if (evbuffer_get_length(input) > 0) read_request();
+    admit_client();
+    if (state_ == SessionState::ReadingRequest && evbuffer_get_length(input) > 0) read_request();
 }
 
 void Session::read_request() {
@@ -349,6 +367,8 @@ void Session::handle_request(const http1::RequestHead& request, std::size_t head
         const http1::Header* xff = request.find("x-forwarded-for");
         if (peer && xff && listener_->trusted_proxies.contains(*peer)) {
             client_ip_ = net::client_from_forwarded_for(xff->value, *peer, listener_->trusted_proxies).to_string();
+            // The resolved client has no port we know of.
+            record_.client = client_ip_;
         }
     }
     if (config.limits.handshakes_per_ip > 0) {
@@ -389,7 +409,8 @@ void Session::handle_request(const http1::RequestHead& request, std::size_t head
     client_key_ = check.key;
     forwarded_head_ = forward::build_request_head(
         request, forward::ClientFacts{peer_ip_, listener_->tls ? "https" : "http", record_.request_id,
-                                      added_headers_.empty() ? nullptr : &added_headers_});
+                                      added_headers_.empty() ? nullptr : &added_headers_,
+                                      stripped_names_.empty() ? nullptr : &stripped_names_});
 
     // The views in <request> die here: the head leaves the input buffer. Any
     // bytes after it stay queued until the tunnel opens.
@@ -444,6 +465,9 @@ bool Session::authorize(const config::Route& route, const http1::RequestHead& re
     for (std::size_t i = 0; i + 1 < added_storage_.size(); i += 2) {
         added_headers_.push_back(http1::Header{added_storage_[i], added_storage_[i + 1]});
     }
+    // Every X-Auth-* header the route could send is ours, present in this
+    // token or not: a client-sent copy must never reach the back end.
+    for (const std::string& claim : auth.forward_claims) stripped_names_.push_back(forward::claim_header_name(claim));
     const config::Pool& pool = generation_->config().pools[route.pool_index];
     if (pool.hash.source == chash::KeySource::Claim) claim_key = result.claims.header_value(pool.hash.name).value_or("");
     return true;
@@ -910,7 +934,7 @@ bool Session::monitors(Side side) const {
 std::int64_t Session::next_tunnel_deadline() const {
     const config::Config& config = generation_->config();
     std::int64_t next = drain_at_ms_;
-    if (config.timeouts.idle.count() > 0) next = last_activity_ms_ + config.timeouts.idle.count();
+    if (config.timeouts.idle.count() > 0) next = std::min(next, last_activity_ms_ + config.timeouts.idle.count());
     for (Side side : {Side::Client, Side::Backend}) {
         if (!monitors(side)) continue;
         const Endpoint& peer = side == Side::Client ? client_ : backend_;

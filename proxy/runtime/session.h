@@ -108,6 +108,7 @@ private:
 
     // Handshake.
     void read_proxy_header();
+    void admit_client();
     void read_request();
     bool authorize(const config::Route& route, const http1::RequestHead& request, std::string& claim_key);
     void handle_request(const http1::RequestHead& request, std::size_t head_bytes);
@@ -161,6 +162,7 @@ private:
     const config::Listener* listener_ = nullptr;
     std::vector<http1::Header> added_headers_;  // X-Auth-* from a verified token
     std::vector<std::string> added_storage_;    // backing strings of added_headers_
+    std::vector<std::string> stripped_names_;   // every X-Auth-* name the route may send
     const PoolRuntime* pool_ = nullptr;
     std::size_t backend_index_ = chash::kNone;
     std::shared_ptr<BackendState> backend_state_;

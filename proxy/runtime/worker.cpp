@@ -23,15 +23,6 @@ namespace {
 constexpr int kListenBacklog = 4096;
 constexpr std::int64_t kAcceptPauseMs = 100;
 
-std::string ip_of(const sockaddr* address) {
-    char text[INET6_ADDRSTRLEN] = {};
-    if (address->sa_family == AF_INET) {
-        inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(address)->sin_addr, text, sizeof text);
-    } else if (address->sa_family == AF_INET6) {
-        inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(address)->sin6_addr, text, sizeof text);
-    }
-    return text;
-}
 
 // Answers a refused connection without creating a session: one non-blocking
 // send of a short response, then close. A client whose socket buffer cannot
@@ -211,49 +202,47 @@ void Worker::on_accept(evconnlistener* listener, evutil_socket_t fd, sockaddr* a
 }
 
 void Worker::accept_connection(const BoundListener& bound, evutil_socket_t fd, sockaddr* address, int length) {
-    if (shutting_down_) {
+    const config::Config& config = generation_->config();
+    const config::Listener* listener = nullptr;
+    for (const config::Listener& l : config.listeners) {
+        if (l.listen.text == bound.address) listener = &l;
+    }
+    if (shutting_down_ || !listener) {
+        // Stopping, or accepted by a listener the newest generation removed
+        // (its close is already queued).
         evutil_closesocket(fd);
         return;
     }
-    const config::Config& config = generation_->config();
     if (shared_.connections.fetch_add(1, std::memory_order_relaxed) >= config.server.max_connections) {
         shared_.connections.fetch_sub(1, std::memory_order_relaxed);
         metrics_.connections_refused.add();
-        refuse_and_close(fd, 503, "too many connections");
+        if (listener->tls) {
+            // No session, so no TLS to answer in: a plain close.
+            evutil_closesocket(fd);
+        } else {
+            refuse_and_close(fd, 503, "too many connections");
+        }
         return;
     }
-    std::string per_ip_key;
-    if (config.limits.max_connections_per_ip > 0) {
-        per_ip_key = ip_of(address);
-        std::lock_guard lock(shared_.per_ip_mutex);
-        std::uint64_t& count = shared_.per_ip[per_ip_key];
-        if (count >= config.limits.max_connections_per_ip) {
-            if (count == 0) shared_.per_ip.erase(per_ip_key);
-            shared_.connections.fetch_sub(1, std::memory_order_relaxed);
-            metrics_.connections_refused.add();
-            refuse_and_close(fd, 429, "too many connections from this address");
-            return;
-        }
-        ++count;
-    }
     auto* session = new Session(*this, generation_);
-    session->per_ip_key = std::move(per_ip_key);
     session->listener_address = bound.address;
     metrics_.connection_opened(bound.address);
     session->next = sessions_;
     if (sessions_) sessions_->prev = session;
     sessions_ = session;
     ++session_count_;
-    const config::Listener* listener = nullptr;
-    for (const config::Listener& l : config.listeners) {
-        if (l.listen.text == bound.address) listener = &l;
-    }
-    if (!listener) {
-        // Accepted by a listener the newest generation removed; its close is queued.
-        session->terminate();
-        return;
-    }
     session->start(fd, address, static_cast<socklen_t>(length), *listener);
+}
+
+bool Worker::acquire_per_ip(const std::string& client_ip) {
+    std::lock_guard lock(shared_.per_ip_mutex);
+    std::uint64_t& count = shared_.per_ip[client_ip];
+    if (count >= generation_->config().limits.max_connections_per_ip) {
+        if (count == 0) shared_.per_ip.erase(client_ip);
+        return false;
+    }
+    ++count;
+    return true;
 }
 
 void Worker::session_finished(Session* session) {

@@ -82,6 +82,9 @@ public:
     void write_access(const obs::AccessRecord& record, const config::Config& config);
     void session_finished(Session* session);
     bool shutting_down() const { return shutting_down_; }
+    // limits.max_connections_per_ip: counts <client_ip> in, or false when
+    // it is at the limit. Released when the session that got it finishes.
+    bool acquire_per_ip(const std::string& client_ip);
     // limits.handshakes_per_ip: false (with seconds until a retry may pass)
     // when <client_ip> is over its rate.
     bool take_handshake_token(const std::string& client_ip, std::int64_t& retry_after_seconds);
