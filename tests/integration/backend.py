@@ -26,6 +26,7 @@ The process exits when its parent dies, so a killed test leaks nothing.
 
 import argparse
 import asyncio
+import http
 import json
 import os
 import struct
@@ -120,10 +121,10 @@ async def main():
                 events.write(event="close", code=ws.close_code,
                              reason=ws.close_reason)
 
-    def process_request(path, request_headers):
+    async def process_request(path, request_headers):
         if (args.health_path and path == args.health_path
                 and "upgrade" not in request_headers):
-            return 200, [("Content-Type", "text/plain")], b"ok\n"
+            return http.HTTPStatus.OK, [("Content-Type", "text/plain")], b"ok\n"
         return None
 
     subprotocols = [s for s in args.subprotocols.split(",") if s] or None
