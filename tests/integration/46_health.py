@@ -21,8 +21,18 @@ def owners(port, keys):
     return {k: whoami(port, f"/?key={k}") for k in keys}
 
 
-def connect_failures(gw, backend, since):
-    return len(re.findall(re.escape(f"connect to {backend.address} failed"), gw.error_log()[since:]))
+def connect_failures(gw, backend, since, expect=None):
+    """How many "connect to ADDR failed" lines the error log has after
+    <since>. The error log is written by a thread of its own, so lines may
+    lag: poll up to 2 s for <expect> of them, or when <expect> is None wait
+    0.3 s for stragglers first."""
+    def count():
+        return len(re.findall(re.escape(f"connect to {backend.address} failed"), gw.error_log()[since:]))
+    if expect is None:
+        time.sleep(0.3)
+    else:
+        wait_until(lambda: count() >= expect, 2)
+    return count()
 
 
 def wait_up_flag(admin_port, backend_id, up, timeout):
@@ -171,7 +181,7 @@ def passive_health_takes_out_failing_backend():
         for n, key in enumerate(b2_keys[:3], 1):
             owner = whoami(gw.port, f"/?key={key}")
             check(owner in ("b1", "b3"), f"failover of key {key}: {owner}")
-            check_eq(connect_failures(gw, b2, since), n, f"connect failures logged after {n} sessions")
+            check_eq(connect_failures(gw, b2, since, expect=n), n, f"connect failures logged after {n} sessions")
         line = gw.wait_error_log(rf"backend {re.escape(b2.address)} down for \d+ ms after 3 consecutive "
                                  r"connect failures", 2, since)
         check(line is not None, f"no passive 'down for' line: {gw.diagnostics()}")
