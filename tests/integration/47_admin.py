@@ -6,7 +6,7 @@ from contextlib import ExitStack
 
 from harness import (HOST, OP_CLOSE, OP_TEXT, Backend, RawWs, Wsgate,
                      admin_status, check, check_eq, free_port, http_get, main,
-                     parse_prometheus, raw_request, scrape, test, upgrade_head)
+                     parse_prometheus, raw_request, scrape, test)
 
 FAMILIES = {
     "wsgate_connections_active": "gauge",
