@@ -15,6 +15,9 @@ for that line. Modes:
   silent  complete the handshake, then stop reading the socket: never
           answers a frame (not even a ping), never pings.
 
+With --health-path PATH a plain GET of PATH (no Upgrade header) is answered
+200 "ok" instead of a WebSocket handshake, for HTTP health probes.
+
 With --events FILE every connection appends JSON lines: {"event": "open",
 "path": ...} and, when it ends, {"event": "close", "code": N, "reason": S}
 where code/reason are what the peer's close frame carried (1006 if none).
@@ -23,6 +26,7 @@ The process exits when its parent dies, so a killed test leaks nothing.
 
 import argparse
 import asyncio
+import http
 import json
 import os
 import struct
@@ -41,6 +45,7 @@ def parse_args():
     p.add_argument("--size", type=int, default=1024, help="flood: bytes each")
     p.add_argument("--subprotocols", default="", help="comma-separated")
     p.add_argument("--events", default="", help="JSON-lines event file")
+    p.add_argument("--health-path", default="", help="plain GET here -> 200")
     return p.parse_args()
 
 
@@ -116,10 +121,16 @@ async def main():
                 events.write(event="close", code=ws.close_code,
                              reason=ws.close_reason)
 
+    async def process_request(path, request_headers):
+        if (args.health_path and path == args.health_path
+                and "upgrade" not in request_headers):
+            return http.HTTPStatus.OK, [("Content-Type", "text/plain")], b"ok\n"
+        return None
+
     subprotocols = [s for s in args.subprotocols.split(",") if s] or None
     server = await websockets.serve(
         handler, args.host, args.port, ping_interval=None, max_size=None,
-        subprotocols=subprotocols, close_timeout=2,
+        subprotocols=subprotocols, close_timeout=2, process_request=process_request,
         compression=None if args.mode == "flood" else "deflate")
     port = server.sockets[0].getsockname()[1]
     print("listening", port, flush=True)
