@@ -18,6 +18,7 @@ for that line. Modes:
 With --events FILE every connection appends JSON lines: {"event": "open",
 "path": ...} and, when it ends, {"event": "close", "code": N, "reason": S}
 where code/reason are what the peer's close frame carried (1006 if none).
+With --tls-cert PEM --tls-key PEM the server speaks wss:// (TLS 1.2+).
 The process exits when its parent dies, so a killed test leaks nothing.
 """
 
@@ -25,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import ssl
 import struct
 import sys
 
@@ -41,6 +43,8 @@ def parse_args():
     p.add_argument("--size", type=int, default=1024, help="flood: bytes each")
     p.add_argument("--subprotocols", default="", help="comma-separated")
     p.add_argument("--events", default="", help="JSON-lines event file")
+    p.add_argument("--tls-cert", default="", help="serve wss:// with this PEM chain")
+    p.add_argument("--tls-key", default="", help="private key of --tls-cert")
     return p.parse_args()
 
 
@@ -117,9 +121,13 @@ async def main():
                              reason=ws.close_reason)
 
     subprotocols = [s for s in args.subprotocols.split(",") if s] or None
+    tls = None
+    if args.tls_cert:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key or None)
     server = await websockets.serve(
         handler, args.host, args.port, ping_interval=None, max_size=None,
-        subprotocols=subprotocols, close_timeout=2,
+        subprotocols=subprotocols, close_timeout=2, ssl=tls,
         compression=None if args.mode == "flood" else "deflate")
     port = server.sockets[0].getsockname()[1]
     print("listening", port, flush=True)
