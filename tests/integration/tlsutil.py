@@ -21,9 +21,9 @@ import struct
 import subprocess
 import time
 
-from harness import (BACKEND_PY, HOST, PYTHON, Backend, HarnessError, _spawn,
-                     _tail, accept_key, new_key, parse_head, read_head,
-                     upgrade_head)
+from harness import (BACKEND_PY, HOST, OP_TEXT, PYTHON, Backend, FrameSocket,
+                     HarnessError, _spawn, _tail, accept_key, new_key,
+                     parse_head, read_head, upgrade_head)
 
 OPENSSL = "openssl"
 
@@ -192,11 +192,13 @@ def proxy_v2(src_ip, src_port, dst_ip=HOST, dst_port=80):
     return PROXY_V2_SIGNATURE + bytes([0x21, 0x11]) + struct.pack(">H", len(body)) + body
 
 
-def raw_upgrade(port, prefix=b"", path="/", extra=(), timeout=5.0):
-    """Connects, sends <prefix> (e.g. a PROXY header) and an upgrade request;
-    returns (status, headers, socket, leftover). The caller closes the
-    socket. Status 0: the connection closed without any HTTP answer."""
-    sock = socket.create_connection((HOST, port), timeout=timeout)
+def raw_upgrade(port, prefix=b"", path="/", extra=(), timeout=5.0, source=None):
+    """Connects (from local address <source>, e.g. "127.0.0.9", if given),
+    sends <prefix> (e.g. a PROXY header) and an upgrade request; returns
+    (status, headers, socket, leftover). The caller closes the socket.
+    Status 0: the connection closed without any HTTP answer."""
+    sock = socket.create_connection((HOST, port), timeout=timeout,
+                                    source_address=(source, 0) if source else None)
     key = new_key()
     sock.sendall(prefix + upgrade_head(path, f"{HOST}:{port}", key, extra=extra))
     try:
@@ -209,6 +211,26 @@ def raw_upgrade(port, prefix=b"", path="/", extra=(), timeout=5.0):
         sock.close()
         raise HarnessError("bad Sec-WebSocket-Accept")
     return status, headers, sock, leftover
+
+
+def ask_backend(port, command="whoami", prefix=b"", path="/", extra=(), source=None):
+    """Opens a session (see raw_upgrade), sends the text <command>, returns
+    the back end's text answer and closes cleanly. Raises HarnessError
+    unless the handshake is answered with 101."""
+    status, headers, sock, leftover = raw_upgrade(port, prefix, path, extra, source=source)
+    try:
+        if status != 101:
+            raise HarnessError(f"handshake answered {status} instead of 101")
+        ws = FrameSocket(sock, leftover, mask=True)
+        ws.send_text(command)
+        answer = ws.recv_message(timeout=5)
+        if answer is None or answer[0] != OP_TEXT:
+            raise HarnessError(f"no text answer to {command!r}: {answer!r}")
+        ws.send_close(1000)
+        ws.recv_close(timeout=5)
+        return answer[1].decode()
+    finally:
+        sock.close()
 
 
 # --------------------------------------------------------------------------
