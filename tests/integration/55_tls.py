@@ -78,6 +78,34 @@ def wss_echo():
         check(data[0] != 101, "plain-text upgrade on the TLS listener was accepted")
 
 
+@test
+def refusals_inside_tls():
+    """Refusals decided after the TLS handshake (Origin, handshake rate) are
+    HTTP responses inside the TLS session."""
+    import websockets
+    d = new_tmpdir("pki")
+    ca = Ca(d)
+    cert, key = ca.issue("gw.test", dns=["gw.test"])
+    with Backend("echo", id="b1") as b, \
+            Wsgate(gateway_config([tls_listener(cert, key)], [{"name": "main", "backends": [b]}],
+                                  routes=[{"path_prefix": "/", "pool": "main",
+                                           "allowed_origins": ["https://app.example.com"]}],
+                                  limits={"handshakes_per_ip": 0.2, "handshake_burst": 2})) as gw:
+        ctx = client_context(ca.cert)
+
+        async def status_of(origin):
+            try:
+                async with websockets.connect(f"wss://{HOST}:{gw.port}/", ssl=ctx,
+                                              server_hostname="gw.test", origin=origin,
+                                              open_timeout=5, close_timeout=2):
+                    return 101
+            except websockets.InvalidStatusCode as e:
+                return e.status_code
+        check_eq(run_async(status_of("https://app.example.com")), 101, "allowed Origin over TLS")
+        check_eq(run_async(status_of("https://evil.test")), 403, "other Origin over TLS")
+        check_eq(run_async(status_of("https://app.example.com")), 429, "third handshake in a burst of 2")
+
+
 @test(timeout=60)
 def sni_picks_certificate():
     d = new_tmpdir("pki")
@@ -266,7 +294,7 @@ def certificate_reload_keeps_old_sessions():
         check("listener[0].tls" in line, f"reload failure does not name listener[0].tls: {line}")
         check_eq(peer_common_name(gw.port, "gw.test", ca.cert), "gw-v2.test",
                  "certificate after a failed reload")
-        return line.split("reload failed: ", 1)[-1][:160]
+        return "failed reload: " + line.split("listener[0].tls: ", 1)[-1].split(": ", 1)[-1][:80]
 
 
 def backend_tls_pool(backend, ca_cert, server_name, verify=True):
