@@ -167,6 +167,10 @@ def forged_auth_headers_stripped():
                                       extra=bearer(keys.token()) + forged))
         check_eq(seen.get("x-auth-sub"), "alice", "X-Auth-Sub (forged copies must be gone)")
         check_eq(seen.get("x-auth-role"), "admin", "X-Auth-Role (forged copy must be gone)")
+        # A token without the claim: the client's copy must still be dropped.
+        seen = json.loads(ask_backend(gw.port, "headers",
+                                      extra=bearer(keys.token(role=None)) + [("X-Auth-Role", "superuser")]))
+        check_eq(seen.get("x-auth-role"), None, "X-Auth-Role forged while the token has no role claim")
         # Unrelated X-Auth-* headers that are not forwarded claims pass.
         seen = json.loads(ask_backend(gw.port, "headers",
                                       extra=bearer(keys.token()) + [("X-Auth-Other", "kept")]))

@@ -148,6 +148,8 @@ def trusted_proxies_resolve_client():
         # The forwarded header is kept and the TCP peer appended, as always.
         seen = json.loads(ask_backend(gw.port, "headers", extra=[("X-Forwarded-For", "198.51.100.9")]))
         check_eq(seen.get("x-forwarded-for"), "198.51.100.9, 127.0.0.1", "X-Forwarded-For to the back end")
+        entries = gw.access_log_entries(wait_for=1)
+        check_eq(entries[0]["client"], "198.51.100.9", "access-log client resolved from a trusted X-Forwarded-For")
         # Hashed as 198.51.100.9: the same back end as that address as TCP peer
         # would get, which we compare over many addresses from 127/8 instead.
         agree = 0
@@ -210,6 +212,28 @@ def max_connections_per_ip_429():
             held.pop().close()
             ok = wait_until(lambda: _upgrade_status(gw.port) == 101, 5, interval=0.2)
             check(ok, "no slot freed after a session closed")
+        finally:
+            for s in held:
+                s.close()
+
+
+@test
+def max_connections_per_ip_counts_proxy_sources():
+    """Behind a PROXY-protocol balancer every connection comes from the
+    balancer: the per-address limit must count the PROXY source."""
+    with Backend("echo", id="b1") as b, \
+            Wsgate(gateway_config([{"listen": f"{HOST}:@PORT@", "proxy_protocol": True}],
+                                  [{"name": "main", "backends": [b]}],
+                                  limits={"max_connections_per_ip": 1})) as gw:
+        held = []
+        try:
+            for src in ("203.0.113.1", "203.0.113.2"):
+                status, _, sock, _ = raw_upgrade(gw.port, prefix=proxy_v1(src, 4000, HOST, gw.port))
+                held.append(sock)
+                check_eq(status, 101, f"first session of {src}")
+            status, _, sock, _ = raw_upgrade(gw.port, prefix=proxy_v1("203.0.113.1", 4001, HOST, gw.port))
+            sock.close()
+            check_eq(status, 429, "second session of 203.0.113.1")
         finally:
             for s in held:
                 s.close()
