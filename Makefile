@@ -57,10 +57,10 @@ check: all unit
 	scripts/run-tests $(BUILD)
 
 test: deps
-	$(MAKE) check
+	$(MAKE) --no-print-directory check
 
 asan: deps
-	$(MAKE) check BUILD=build-asan OPTFLAGS="-O1 -g -fno-omit-frame-pointer" \
+	$(MAKE) --no-print-directory check BUILD=build-asan OPTFLAGS="-O1 -g -fno-omit-frame-pointer" \
 		SANFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 
 # Benchmark tools (tests/bench/, standalone: they share no code with proxy/)
