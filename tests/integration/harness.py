@@ -429,10 +429,11 @@ class Backend:
     """
 
     def __init__(self, mode="echo", id="backend", port=0, count=None,
-                 size=None, subprotocols=None, health_path=None):
+                 size=None, subprotocols=None, health_path=None, tls_cert=None, tls_key=None):
         self.mode, self.id, self.port = mode, id, port
         self.count, self.size, self.subprotocols = count, size, subprotocols
         self.health_path = health_path
+        self.tls_cert, self.tls_key = tls_cert, tls_key
         self.dir = new_tmpdir("backend-" + id)
         self.events_path = os.path.join(self.dir, "events.jsonl")
         self.proc = None
@@ -458,6 +459,8 @@ class Backend:
             argv += ["--subprotocols", ",".join(self.subprotocols)]
         if self.health_path:
             argv += ["--health-path", self.health_path]
+        if self.tls_cert:
+            argv += ["--tls-cert", self.tls_cert, "--tls-key", self.tls_key]
         with open(os.path.join(self.dir, "stderr"), "ab") as err:
             self.proc = _spawn(argv, stdout=subprocess.PIPE, stderr=err)
         fd = self.proc.stdout.fileno()

@@ -14,16 +14,13 @@ import hmac
 import json
 import os
 import re
-import select
 import socket
 import ssl
 import struct
 import subprocess
-import time
 
-from harness import (BACKEND_PY, HOST, OP_TEXT, PYTHON, Backend, FrameSocket,
-                     HarnessError, _spawn, _tail, accept_key, new_key,
-                     parse_head, read_head, upgrade_head)
+from harness import (HOST, OP_TEXT, Backend, FrameSocket, HarnessError, _tail,
+                     accept_key, new_key, parse_head, read_head, upgrade_head)
 
 OPENSSL = "openssl"
 
@@ -324,30 +321,5 @@ class TlsBackend(Backend):
     """backend.py in echo mode behind TLS (--tls-cert/--tls-key)."""
 
     def __init__(self, cert, key, id="backend", mode="echo"):
-        super().__init__(mode=mode, id=id)
+        super().__init__(mode=mode, id=id, tls_cert=cert, tls_key=key)
         self.cert, self.key = cert, key
-
-    def start(self, timeout=10.0):
-        argv = [PYTHON, BACKEND_PY, "--port", str(self.port), "--id", self.id,
-                "--mode", self.mode, "--events", self.events_path,
-                "--tls-cert", self.cert, "--tls-key", self.key]
-        with open(os.path.join(self.dir, "stderr"), "ab") as err:
-            self.proc = _spawn(argv, stdout=subprocess.PIPE, stderr=err)
-        fd = self.proc.stdout.fileno()
-        buf = b""
-        deadline = time.monotonic() + timeout
-        while b"\n" not in buf:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                self.kill()
-                raise HarnessError(f"TLS backend {self.id} not listening after {timeout}s")
-            chunk = os.read(fd, 256)
-            if not chunk:
-                raise HarnessError(f"TLS backend {self.id} exited: "
-                                   f"{_tail(os.path.join(self.dir, 'stderr'))}")
-            buf += chunk
-        m = re.match(rb"listening (\d+)", buf)
-        if not m:
-            raise HarnessError(f"TLS backend {self.id} said {buf!r}")
-        self.port = int(m.group(1))
-        return self
