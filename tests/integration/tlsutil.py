@@ -19,7 +19,7 @@ import ssl
 import struct
 import subprocess
 
-from harness import (HOST, OP_TEXT, Backend, FrameSocket, HarnessError, _tail,
+from harness import (HOST, OP_TEXT, Backend, FrameSocket, HarnessError,
                      accept_key, new_key, parse_head, read_head, upgrade_head)
 
 OPENSSL = "openssl"
