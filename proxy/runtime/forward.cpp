@@ -120,6 +120,13 @@ std::string build_response_head(const http1::ResponseHead& response, const Respo
     out.append("\r\n");
     const bool interim = response.status < 200;
     append_end_to_end(out, response, facts.body.framing == Framing::None && !interim);
+    // A 426 must name the protocols to upgrade to (RFC 9110 §15.5.22), and
+    // the proxy does upgrade to websocket: that Upgrade field goes through.
+    if (response.status == 426) {
+        for (const http1::Header& h : response.headers) {
+            if (http1::iequals(h.name, "upgrade")) append_header(out, h.name, h.value);
+        }
+    }
     if (interim) {
         out.append("\r\n");
         return out;

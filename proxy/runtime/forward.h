@@ -94,6 +94,7 @@ struct ResponseFacts {
 // ("Content-Length: N", "Transfer-Encoding: chunked"; with no body the back
 // end's Content-Length stays as sent, since for HEAD and 304 it describes the
 // representation), Connection as <facts> say (none on a 1xx) and Set-Cookie.
+// The Upgrade field of a 426 is kept: it names what the client may upgrade to.
 std::string build_response_head(const http1::ResponseHead& response, const ResponseFacts& facts);
 
 }  // namespace forward

@@ -20,6 +20,7 @@
 #include "observability/error_log.h"
 #include "observability/metrics.h"
 #include "runtime/generation.h"
+#include "runtime/upstream_pool.h"
 
 namespace runtime {
 
@@ -74,6 +75,11 @@ public:
     void write_access(const obs::AccessRecord& record, const config::Config& config);
     void session_finished(Session* session);
     bool shutting_down() const { return shutting_down_; }
+    // Plain HTTP: idle keep-alive connections to back ends.
+    UpstreamPool& upstreams() { return upstreams_; }
+    // The newest generation this worker adopted (for the next request on a
+    // kept-alive connection).
+    const std::shared_ptr<const Generation>& generation() const { return generation_; }
 
 private:
     static void on_accept(evconnlistener* listener, evutil_socket_t fd, sockaddr* address, int length,
@@ -102,6 +108,7 @@ private:
     std::vector<BoundListener> listeners_;
     obs::WorkerMetrics metrics_;
     std::shared_ptr<const Generation> generation_;
+    UpstreamPool upstreams_;
     std::mt19937_64 rng_;
     int notify_fd_ = -1;           // eventfd: the main thread's wake-up call
     event* notify_event_ = nullptr;

@@ -235,3 +235,14 @@ TEST_CASE("sticky cookie names are tokens") {
     CHECK_FALSE(sticky::valid_cookie_name("a;b"));
     CHECK_FALSE(sticky::valid_cookie_name("caf\xc3\xa9"));
 }
+
+TEST_CASE("response head: a 426 keeps its Upgrade field, other responses lose it") {
+    auto required = response("HTTP/1.1 426 Upgrade Required\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                             "Content-Length: 0\r\n\r\n");
+    forward::ResponseFacts facts;
+    facts.body = {forward::Framing::Length, 0};
+    CHECK(forward::build_response_head(required.head, facts) ==
+          "HTTP/1.1 426 Upgrade Required\r\nUpgrade: websocket\r\nContent-Length: 0\r\n\r\n");
+    auto ok = response("HTTP/1.1 200 OK\r\nUpgrade: h2c\r\nContent-Length: 0\r\n\r\n");
+    CHECK(forward::build_response_head(ok.head, facts) == "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+}
