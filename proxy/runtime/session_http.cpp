@@ -69,7 +69,7 @@ void Session::after_http() {
         finish();
         return;
     }
-    if (http_outcome_ == HttpOutcome::KeepAlive) {
+    if (http_outcome_ == HttpOutcome::KeepAlive && !worker_.shutting_down()) {
         write_access_line();
         await_next_request();
         return;

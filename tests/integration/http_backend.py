@@ -24,6 +24,9 @@ framing error closes the connection and is recorded), answers
   /upload?delay=MS    waits MS ms, then reads the body as a stream; 200
                       "bytes=N sha256=HEX"
   /early-413          413 with Connection: close, without reading the body
+  /once               200 "once", keeping the connection open; but the next
+                      request on that connection is read and then dropped
+                      unanswered (a keep-alive close racing a reuse)
   any WebSocket upgrade: 101, then one text frame "id:<ID>", then it echoes
                       text frames until a close frame
 A HEAD request gets the GET head without a body.
@@ -108,6 +111,7 @@ class HttpBackend:
         self.lock = threading.Lock()
         self.connections = 0
         self.requests = []
+        self.dropped = []   # requests read and left unanswered (/once)
         self.errors = []
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -152,13 +156,23 @@ class HttpBackend:
     def _serve(self, sock, number):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = Conn(sock)
+        drop_next = False
         try:
             while True:
                 request = self._read_head(conn, number)
                 if request is None:
                     return
+                if drop_next:
+                    with self.lock:
+                        self.dropped.append(request)
+                    return
                 with self.lock:
                     self.requests.append(request)
+                if request.path == "/once":
+                    self._read_body(conn, request)
+                    self._send(sock, 200, b"once")
+                    drop_next = True
+                    continue
                 if not self._handle(conn, request):
                     return
         except (EOFError, ConnectionError, OSError):
@@ -245,6 +259,9 @@ class HttpBackend:
             self._send(sock, 413, b"too large\n", [("Connection", "close")])
             return False
         if path == "/upload":
+            # A small receive buffer: while this back end waits, the kernel
+            # holds little, so whatever piles up is in the proxy.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
             time.sleep(int(request.query.get("delay", "0")) / 1000)
             digest, count = hashlib.sha256(), [0]
 
