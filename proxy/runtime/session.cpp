@@ -324,7 +324,6 @@ void Session::handle_request(const http1::RequestHead& request, std::size_t head
     }
     if (!check.ok) {
         std::string_view extra;
-        if (!check.is_upgrade) extra = "Upgrade: websocket\r\n";
         if (check.needs_version_header) extra = "Sec-WebSocket-Version: 13\r\n";
         refuse(check.http_status, check.reason, extra);
         return;
