@@ -26,6 +26,7 @@
 #include <tuple>
 #include <utility>
 
+#include "balance/sticky.h"
 #include "config/config_toml.h"
 
 namespace config {
@@ -534,10 +535,11 @@ void Validator::timeouts(const Node& root, Timeouts& out) {
     const Node* table = section(root, "timeouts");
     if (table == nullptr) return;
     const std::string path = "timeouts";
-    check_keys(*table, path, {"handshake", "connect", "idle"});
-    // A zero handshake or connect timeout would fail every session; only the
-    // idle timeout may be switched off.
-    for (auto [key, field] : {std::pair{"handshake", &out.handshake}, std::pair{"connect", &out.connect}}) {
+    check_keys(*table, path, {"handshake", "connect", "idle", "keepalive", "response"});
+    // A zero handshake, connect or response timeout would fail every session;
+    // only the idle and keep-alive timeouts may be switched off.
+    for (auto [key, field] : {std::pair{"handshake", &out.handshake}, std::pair{"connect", &out.connect},
+                              std::pair{"response", &out.response}}) {
         Duration value{};
         if (const Node* node = read_duration(*table, path, key, value)) {
             if (value.count() == 0) {
@@ -548,6 +550,7 @@ void Validator::timeouts(const Node& root, Timeouts& out) {
         }
     }
     read_duration(*table, path, "idle", out.idle);
+    read_duration(*table, path, "keepalive", out.keepalive);
 }
 
 void Validator::heartbeat(const Node& root, Heartbeat& out) {
@@ -601,7 +604,8 @@ void Validator::pools(const Node& root, std::vector<Pool>& out) {
         const std::string path = indexed("pool", i);
         const std::size_t errors_before = errors_.size();
         check_keys(*table, path,
-                   {"name", "hash", "algorithm", "balance_factor", "maglev_table_size", "health", "tls", "backend"});
+                   {"name", "hash", "algorithm", "balance_factor", "maglev_table_size", "health", "tls",
+                    "sticky_cookie", "backend"});
         Pool pool;
         health(*table, join(path, "health"), pool.health);
         // Maglev's permutation needs a prime table size (NSDI 2016 §3.4).
@@ -654,6 +658,14 @@ void Validator::pools(const Node& root, std::vector<Pool>& out) {
                 } else {
                     pool.balance_factor = value;
                 }
+            }
+        }
+
+        if (const Node* cookie = read_string(*table, path, "sticky_cookie", pool.sticky_cookie)) {
+            // Empty means off; anything else must be a cookie-name (RFC 6265 §4.1.1).
+            if (!pool.sticky_cookie.empty() && !sticky::valid_cookie_name(pool.sticky_cookie)) {
+                fail(cookie->position, join(path, "sticky_cookie"),
+                     "expected a cookie name (letters, digits and !#$%&'*+-.^_`|~), got " + quote(cookie->string));
             }
         }
 

@@ -68,6 +68,12 @@ struct Timeouts {
     Duration handshake = std::chrono::seconds(10);
     Duration connect = std::chrono::seconds(5);
     Duration idle = std::chrono::minutes(5);  // 0 = off
+    // Plain HTTP: how long a kept-alive client connection, or an idle pooled
+    // back-end connection, may wait for its next request (0 = no keep-alive).
+    Duration keepalive = std::chrono::seconds(60);
+    // Plain HTTP: how long the back end may take to start its response once
+    // the request is sent (long enough for long-polling).
+    Duration response = std::chrono::seconds(60);
 };
 
 enum class HeartbeatPeers { Client, Backend, Both };
@@ -135,6 +141,10 @@ struct Pool {
     std::uint64_t maglev_table_size = 65537;  // a prime; larger moves fewer keys when back ends change
     HealthCheck health;
     std::shared_ptr<const tls::ClientContext> tls;  // set when some backend has tls = true
+    // Plain HTTP: when set, the first response names the chosen back end in
+    // this cookie, and later requests and upgrades carrying it return there
+    // while it is eligible. A cookie-name token; "" = off.
+    std::string sticky_cookie;
     std::vector<Backend> backends;
 };
 

@@ -70,6 +70,7 @@ const char* to_string(SessionState state) {
         case SessionState::ReadingRequest: return "reading-request";
         case SessionState::Connecting: return "connecting";
         case SessionState::AwaitingResponse: return "awaiting-response";
+        case SessionState::ProxyingHttp: return "proxying-http";
         case SessionState::Refusing: return "refusing";
         case SessionState::Open: return "open";
         case SessionState::Closing: return "closing";
@@ -115,6 +116,7 @@ void Session::on_client_read(bufferevent*, void* self) {
     switch (s->state_) {
         case SessionState::ReadingProxyHeader: s->read_proxy_header(); break;
         case SessionState::ReadingRequest: s->read_request(); break;
+        case SessionState::ProxyingHttp: s->http_->on_client_read(); break;
         case SessionState::Open:
         case SessionState::Closing: s->pump(Side::Client); break;
         case SessionState::Refusing:
@@ -129,6 +131,10 @@ void Session::on_client_write(bufferevent*, void* self) {
     if (s->client_.flushing) {
         s->release(Side::Client);
         s->maybe_finish_closing();
+        return;
+    }
+    if (s->state_ == SessionState::ProxyingHttp) {
+        s->http_->on_client_write();
         return;
     }
     if (s->state_ == SessionState::Refusing) {
@@ -146,6 +152,9 @@ void Session::on_client_event(bufferevent*, short what, void* self) {
     auto* s = static_cast<Session*>(self);
     if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) return;
     switch (s->state_) {
+        case SessionState::ProxyingHttp:
+            s->http_->on_client_event(what);
+            break;
         case SessionState::Open:
             s->peer_gone(Side::Client, "client vanished");
             break;
@@ -230,8 +239,16 @@ void Session::on_timer(evutil_socket_t, short, void* self) {
             s->finish();
             break;
         case SessionState::ReadingRequest:
+            // A kept-alive connection with no new request ends silently.
+            if (s->keepalive_wait_) {
+                s->finish();
+                break;
+            }
             // Slowloris and silent clients: the head did not arrive in time.
             s->refuse(408, "request head timeout");
+            break;
+        case SessionState::ProxyingHttp:
+            s->after_http();
             break;
         case SessionState::Connecting:
             s->connect_failed("connect timeout");
@@ -333,6 +350,15 @@ void Session::read_proxy_header() {
 
 void Session::read_request() {
     evbuffer* input = bufferevent_get_input(client_.bev);
+    if (keepalive_wait_) {
+        // The next request on a kept-alive connection starts: its head gets
+        // the handshake timeout, its log line its own clock.
+        if (evbuffer_get_length(input) == 0) return;
+        keepalive_wait_ = false;
+        started_ms_ = worker_.now_ms();
+        clock_gettime(CLOCK_MONOTONIC, &accepted_at_);
+        arm_timer(generation_->config().timeouts.handshake.count());
+    }
     std::size_t length = std::min<std::size_t>(evbuffer_get_length(input),
                                                generation_->config().limits.max_header_bytes + 1);
     const char* data = reinterpret_cast<const char*>(evbuffer_pullup(input, static_cast<ev_ssize_t>(length)));
@@ -381,9 +407,12 @@ void Session::handle_request(const http1::RequestHead& request, std::size_t head
     }
 
     ws::UpgradeCheck check = ws::check_upgrade_request(request);
+    if (!check.is_upgrade) {
+        start_http(request, head_bytes);
+        return;
+    }
     if (!check.ok) {
         std::string_view extra;
-        if (!check.is_upgrade) extra = "Upgrade: websocket\r\n";
         if (check.needs_version_header) extra = "Sec-WebSocket-Version: 13\r\n";
         refuse(check.http_status, check.reason, extra);
         return;
@@ -406,6 +435,7 @@ void Session::handle_request(const http1::RequestHead& request, std::size_t head
     if (pool_->config->hash.source == chash::KeySource::Claim && !claim_key.empty()) key = chash::Key{claim_key, false};
     record_.key_fallback = key.fell_back;
     key_hash_ = chash::hash_bytes(key.value);
+    sticky_index_ = sticky_backend(*pool_, request);
     client_key_ = check.key;
     forwarded_head_ = forward::build_request_head(
         request, forward::ClientFacts{peer_ip_, listener_->tls ? "https" : "http", record_.request_id,
@@ -424,6 +454,11 @@ void Session::handle_request(const http1::RequestHead& request, std::size_t head
 // become X-Auth-* headers and <claim_key> holds the pool's hash claim.
 bool Session::authorize(const config::Route& route, const http1::RequestHead& request, std::string& claim_key) {
     const config::RouteAuth& auth = *route.auth;
+    // A kept-alive connection authorises each request afresh.
+    added_headers_.clear();
+    added_storage_.clear();
+    stripped_names_.clear();
+    record_.subject.clear();
     std::optional<std::string> token;
     switch (auth.token_from) {
         case config::TokenSource::Header:
@@ -474,16 +509,10 @@ bool Session::authorize(const config::Route& route, const http1::RequestHead& re
 }
 
 void Session::try_connect() {
-    // Walk the key's failover order, skipping back ends this session already
-    // tried: eligibility may change between attempts (a failed back end can
-    // be marked down meanwhile), so the attempt number alone is not enough.
-    PoolEligibility eligibility(*pool_, worker_.now_ms());
-    std::size_t index = chash::kNone;
-    for (unsigned rank = 0;; ++rank) {
-        index = pool_->picker->pick(key_hash_, rank, eligibility);
-        if (index == chash::kNone) break;
-        if (std::find(tried_.begin(), tried_.begin() + attempt_, index) == tried_.begin() + attempt_) break;
-    }
+    // The sticky back end first, then the key's failover order, skipping
+    // back ends this session already tried.
+    std::size_t index = pick_backend(*pool_, key_hash_, sticky_index_,
+                                     std::span<const std::size_t>(tried_.data(), attempt_), worker_.now_ms());
     if (index == chash::kNone) {
         refuse(502, attempt_ == 0 ? "no backend available" : "backend unreachable");
         return;
@@ -992,6 +1021,9 @@ void Session::on_tunnel_timer() {
 
 void Session::shut_down() {
     switch (state_) {
+        case SessionState::ProxyingHttp:
+            http_->shut_down();
+            break;
         case SessionState::Open:
             send_close(Side::Client, ws::close_code::going_away, "shutdown");
             send_close(Side::Backend, ws::close_code::going_away, "shutdown");
@@ -1073,6 +1105,7 @@ void Session::release(Side side) {
 void Session::finish() {
     if (state_ == SessionState::Closed) return;
     set_state(SessionState::Closed);
+    http_.reset();
     release(Side::Client);
     release(Side::Backend);
     if (backend_state_) {
@@ -1086,9 +1119,12 @@ void Session::finish() {
                           .count();
     record_.messages_in = from_client_.messages;
     record_.messages_out = from_backend_.messages;
-    worker_.write_access(record_, generation_->config());
-    worker_.metrics().session_ended(obs::SessionKey{record_.pool, record_.backend, record_.status}, record_.close_code,
-                                    record_.close_by);
+    // A kept-alive connection that ends between requests has nothing to log.
+    if (!keepalive_wait_) {
+        worker_.write_access(record_, generation_->config());
+        worker_.metrics().session_ended(obs::SessionKey{record_.pool, record_.backend, record_.status},
+                                        record_.close_code, record_.close_by);
+    }
     worker_.session_finished(this);  // deletes this
 }
 

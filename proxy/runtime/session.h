@@ -19,6 +19,7 @@
 #include "protocol/http1.h"
 #include "protocol/websocket.h"
 #include "runtime/generation.h"
+#include "runtime/http_exchange.h"
 
 namespace runtime {
 
@@ -30,6 +31,9 @@ enum class SessionState {
     ReadingRequest,    // client connected, request head incomplete; handshake timer armed
     Connecting,        // head valid, back end picked, TCP connect in flight; connect timer armed
     AwaitingResponse,  // head forwarded; waiting for the back end's response head; handshake timer armed
+    ProxyingHttp,      // a plain HTTP request went to an HttpExchange, which owns the client's
+                       // next response and its own timers; the session timer fires only to take
+                       // the connection back once the exchange has finished
     Refusing,          // a response (ours or the back end's refusal) is flowing to the client;
                        // the session ends once it is flushed; handshake timer armed
     Open,              // 101 relayed; frames flow both ways; idle/heartbeat timer armed
@@ -42,7 +46,7 @@ const char* to_string(SessionState state);
 // Which connection of a session.
 enum class Side { Client, Backend };
 
-class Session {
+class Session final : private HttpExchangeOwner {
 public:
     Session(Worker& worker, std::shared_ptr<const Generation> generation);
     ~Session();
@@ -119,6 +123,13 @@ private:
     void refuse(int status, std::string_view reason, std::string_view extra_headers = {});
     void relay_refusal_body();
 
+    // Plain HTTP (session_http.cpp).
+    void start_http(const http1::RequestHead& request, std::size_t head_bytes);
+    void exchange_finished(HttpOutcome outcome) override;
+    void after_http();
+    void await_next_request();
+    void write_access_line();
+
     // Tunnel.
     void open_tunnel(bool deflate);
     void pump(Side from);
@@ -172,6 +183,10 @@ private:
     std::uint64_t refusal_body_remaining_ = 0;  // bytes of a relayed refusal body still due
     bool refusal_until_eof_ = false;            // the refusal body ends when the back end closes
     bool lingering_ = false;                    // our response is out; draining the client's input
+    std::size_t sticky_index_ = chash::kNone;   // the back end the pool's sticky cookie names
+    std::unique_ptr<HttpExchange> http_;        // ProxyingHttp: the exchange in charge
+    HttpOutcome http_outcome_ = HttpOutcome::Close;
+    bool keepalive_wait_ = false;               // ReadingRequest after a response: no byte of the next request yet
 
     std::int64_t started_ms_ = 0;
     std::int64_t connect_started_ms_ = 0;

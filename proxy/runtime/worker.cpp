@@ -22,6 +22,8 @@ namespace {
 
 constexpr int kListenBacklog = 4096;
 constexpr std::int64_t kAcceptPauseMs = 100;
+// Idle keep-alive connections kept per back end and worker (plain HTTP).
+constexpr std::size_t kMaxIdlePerBackend = 32;
 
 
 // Answers a refused connection without creating a session: one non-blocking
@@ -37,7 +39,7 @@ void refuse_and_close(evutil_socket_t fd, int status, std::string_view reason) {
 
 }  // namespace
 
-Worker::Worker(Shared& shared, unsigned index) : shared_(shared), index_(index) {
+Worker::Worker(Shared& shared, unsigned index) : shared_(shared), index_(index), upstreams_(kMaxIdlePerBackend) {
     event_config* cfg = event_config_new();
     event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);  // one thread per base: no locks needed
     // Batch epoll_ctl calls per loop turn, so that an event enabled and
@@ -60,6 +62,7 @@ Worker::Worker(Shared& shared, unsigned index) : shared_(shared), index_(index) 
 Worker::~Worker() {
     close_listeners();
     while (sessions_) sessions_->terminate();
+    upstreams_.clear();  // before the event base goes
     event_free(accept_resume_);
     event_free(drain_deadline_);
     event_free(notify_event_);
@@ -311,6 +314,7 @@ void Worker::begin_shutdown() {
     if (shutting_down_) return;
     shutting_down_ = true;
     close_listeners();
+    upstreams_.clear();
     evtimer_del(accept_resume_);
     for (Session* s = sessions_; s;) {
         Session* next = s->next;

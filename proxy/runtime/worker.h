@@ -21,6 +21,7 @@
 #include "observability/metrics.h"
 #include "net/token_bucket.h"
 #include "runtime/generation.h"
+#include "runtime/upstream_pool.h"
 
 namespace runtime {
 
@@ -88,6 +89,11 @@ public:
     // limits.handshakes_per_ip: false (with seconds until a retry may pass)
     // when <client_ip> is over its rate.
     bool take_handshake_token(const std::string& client_ip, std::int64_t& retry_after_seconds);
+    // Plain HTTP: idle keep-alive connections to back ends.
+    UpstreamPool& upstreams() { return upstreams_; }
+    // The newest generation this worker adopted (for the next request on a
+    // kept-alive connection).
+    const std::shared_ptr<const Generation>& generation() const { return generation_; }
 
 private:
     static void on_accept(evconnlistener* listener, evutil_socket_t fd, sockaddr* address, int length,
@@ -116,6 +122,7 @@ private:
     std::vector<BoundListener> listeners_;
     obs::WorkerMetrics metrics_;
     std::shared_ptr<const Generation> generation_;
+    UpstreamPool upstreams_;
     std::mt19937_64 rng_;
     int notify_fd_ = -1;           // eventfd: the main thread's wake-up call
     event* notify_event_ = nullptr;
