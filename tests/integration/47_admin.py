@@ -93,8 +93,11 @@ def metrics_strict_and_counting():
             by_backend.wait_eof(5)
         finally:
             by_backend.close()
-        status, _, _ = raw_request(gw.port, f"GET / HTTP/1.1\r\nHost: {listener}\r\n\r\n".encode())
-        check_eq(status, 426, "plain GET")
+        # A refusal of wsgate's own (plain GETs are proxied): an upgrade of version 8.
+        status, _, _ = raw_request(gw.port, (f"GET / HTTP/1.1\r\nHost: {listener}\r\nUpgrade: websocket\r\n"
+                                             "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                             "Sec-WebSocket-Version: 8\r\n\r\n").encode())
+        check_eq(status, 426, "version 8 upgrade")
         gw.access_log_entries(wait_for=SESSIONS + 2)
 
         after = scrape(admin_port)
