@@ -238,6 +238,29 @@ def wsgate_binary():
                                         "wsgate"))
 
 
+# Lines a sanitizer runtime prints when it finds something (ASan, LSan, UBSan).
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                     "runtime error:", "SUMMARY: UndefinedBehaviorSanitizer",
+                     "ERROR: ThreadSanitizer")
+_sanitized = None
+
+
+def sanitizer_build():
+    """True when the wsgate binary under test carries the ASan or UBSan
+    runtime (`make asan`): gateways are then stopped with SIGTERM at the end
+    of a `with` block, so LeakSanitizer runs, and their exit status and
+    output are checked."""
+    global _sanitized
+    if _sanitized is None:
+        try:
+            with open(wsgate_binary(), "rb") as f:
+                data = f.read()
+            _sanitized = b"__asan_init" in data or b"__ubsan_handle" in data
+        except OSError:
+            _sanitized = False
+    return _sanitized
+
+
 class Wsgate:
     """The wsgate binary under test, as a context manager.
 
@@ -277,8 +300,45 @@ class Wsgate:
         self.start()
         return self
 
-    def __exit__(self, *exc):
-        self.kill()
+    def __exit__(self, exc_type, exc, tb):
+        if not sanitizer_build():
+            self.kill()
+            return
+        # Under sanitizers a graceful stop lets LeakSanitizer check the heap
+        # at exit; a report, or any exit status but 0, fails the test (unless
+        # it already failed, or stopped the gateway itself).
+        running = self.proc is not None and self.proc.poll() is None
+        code = 0
+        if running:
+            try:
+                code = self.stop(timeout=20.0)
+            except HarnessError as e:
+                if exc_type is None:
+                    raise AssertionError(f"under sanitizers: {e}")
+                return
+        if exc_type is not None:
+            return
+        report = self.sanitizer_report()
+        if report:
+            raise AssertionError(f"sanitizer report from wsgate: {report}")
+        if code != 0:
+            raise AssertionError(f"wsgate exited with status {code} after SIGTERM: "
+                                 f"{self.diagnostics()}")
+
+    def sanitizer_report(self, lines=12):
+        """The first lines of a sanitizer report in wsgate's output, or ""."""
+        text = ""
+        for path in (self.out_path, self.error_path):
+            try:
+                with open(path, "rb") as f:
+                    text += f.read().decode("utf-8", "replace")
+            except (OSError, TypeError):
+                pass
+        out = text.splitlines()
+        for i, line in enumerate(out):
+            if any(m in line for m in SANITIZER_MARKERS):
+                return " | ".join(l.strip() for l in out[i:i + lines])
+        return ""
 
     @property
     def pid(self):
@@ -1128,6 +1188,10 @@ def main():
         try:
             started = time.monotonic()
             detail = fn()
+            for gw in _gateways:
+                report = gw.sanitizer_report()
+                if report:
+                    raise AssertionError(f"sanitizer report from wsgate: {report}")
             signal.setitimer(signal.ITIMER_REAL, 0)
             took = time.monotonic() - started
             suffix = f": {detail}" if detail else ""
