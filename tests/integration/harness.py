@@ -74,9 +74,9 @@ def _raise_nofile():
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _spawn(argv, **kwargs):
+def _spawn(argv, preexec=_raise_nofile, **kwargs):
     proc = subprocess.Popen(argv, start_new_session=True,
-                            preexec_fn=_raise_nofile, **kwargs)
+                            preexec_fn=preexec, **kwargs)
     _children.append(proc)
     return proc
 
@@ -270,9 +270,10 @@ class Wsgate:
     for the `ready` line in the error log or the port in LISTEN state.
     """
 
-    def __init__(self, config, tmpdir=None, ready_timeout=10.0):
+    def __init__(self, config, tmpdir=None, ready_timeout=10.0, nofile=None):
         self.tmpdir = tmpdir or new_tmpdir("wsgate")
         self.ready_timeout = ready_timeout
+        self.nofile = nofile   # RLIMIT_NOFILE (soft = hard) for wsgate, if given
         if isinstance(config, dict):
             config = dict(config)
             self.port = config.pop("port", None) or free_port()
@@ -350,8 +351,12 @@ class Wsgate:
             raise HarnessError(f"wsgate binary not found: {binary}")
         with open(self.config_path, "w") as f:
             f.write(self.config_text)
+        preexec = _raise_nofile
+        if self.nofile is not None:
+            def preexec(limit=self.nofile):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
         with open(self.out_path, "ab") as out:
-            self.proc = _spawn([binary, "-c", self.config_path],
+            self.proc = _spawn([binary, "-c", self.config_path], preexec=preexec,
                                stdout=out, stderr=subprocess.STDOUT)
         _gateways.append(self)
         deadline = time.monotonic() + self.ready_timeout
