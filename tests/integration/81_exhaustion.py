@@ -7,8 +7,8 @@ import socket
 import time
 
 from harness import (HOST, OP_TEXT, Backend, RawWs, Wsgate, check, check_between,
-                     check_eq, main, parse_response, render_config, test,
-                     upgrade_head, wait_until)
+                     check_eq, main, parse_response, render_config, sanitizer_build,
+                     test, upgrade_head, wait_until)
 
 
 def fd_count(pid):
@@ -97,6 +97,12 @@ def fd_limit_keeps_sessions_and_recovers():
     # about once a second, and serve new sessions once descriptors free up.
     # Passive health is set to a 1 s cooldown: a failed back-end socket()
     # (EMFILE) currently counts as a back-end failure (see the report).
+    if sanitizer_build():
+        # UBSan's vptr check probes memory through a pipe(); with no
+        # descriptor left that probe fails and it reports a bad vptr in
+        # valid code (seen in fmt::format_to), so this scenario only runs
+        # in the plain build.
+        return "skipped under sanitizers (UBSan needs a spare descriptor)"
     limit = 80
     with Backend("echo", id="b1") as b, \
             Wsgate(config_text([b], '[pool.health]\ncooldown = "1s"\n'), nofile=limit) as gw:
