@@ -5,16 +5,18 @@ that failed, and keeps serving a well-behaved client afterwards."""
 
 import atexit
 import os
+import select
 import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 
 from harness import (HOST, OP_BINARY, OP_CLOSE, OP_TEXT, PYTHON, Backend,
                      FrameSocket, RawBackend, RawWs, Wsgate, _spawn, check,
                      check_between, check_eq, free_port, garbage, main, new_tmpdir,
-                     parse_close, raw_exchange, raw_request, read_head, recorder,
+                     parse_close, raw_request, recorder,
                      test, upgrade_head, upgrade_then_silence, wait_until,
                      wrong_accept)
 
@@ -69,12 +71,10 @@ def backend_sigkilled_mid_conversation_1014():
     # Eight clients talk to one back end in lock step; it is SIGKILLed in
     # the middle: every client gets every echo it was owed, in order, then
     # close 1014 "backend reset".
-    import threading
     with Backend("echo", id="b1") as b, Wsgate({"backends": [b]}) as gw:
         baseline = baseline_fds(gw)
         clients = [RawWs.connect(gw.port) for _ in range(8)]
         results = [None] * len(clients)
-        killed = threading.Event()
 
         def talk(i, ws):
             seq = 0
@@ -108,7 +108,6 @@ def backend_sigkilled_mid_conversation_1014():
             t.start()
         time.sleep(0.5)
         b.kill()
-        killed.set()
         for t in threads:
             t.join(15)
         for i, (outcome, seq) in enumerate(results):
@@ -273,7 +272,6 @@ def start_client(host, port, netns=None):
     proc = _spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     line = b""
     deadline = time.monotonic() + 10
-    import select
     while not line.endswith(b"\n") and time.monotonic() < deadline:
         if select.select([proc.stdout], [], [], 0.5)[0]:
             chunk = os.read(proc.stdout.fileno(), 256)
