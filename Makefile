@@ -57,11 +57,30 @@ check: all unit
 	scripts/run-tests $(BUILD)
 
 test: deps
-	$(MAKE) check
+	$(MAKE) --no-print-directory check
 
 asan: deps
-	$(MAKE) check BUILD=build-asan OPTFLAGS="-O1 -g -fno-omit-frame-pointer" \
+	$(MAKE) --no-print-directory check BUILD=build-asan OPTFLAGS="-O1 -g -fno-omit-frame-pointer" \
 		SANFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
+
+# Benchmark tools (tests/bench/, standalone: they share no code with proxy/)
+# and the on-demand side-by-side benchmark; not part of `make test`.
+BENCH_TOOLS := $(BUILD)/ws_loadgen $(BUILD)/ws_echo
+
+$(BUILD)/ws_%: $(BUILD)/tests/bench/ws_%.o
+	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# Keep the objects (make would delete them as intermediates of the pattern rule).
+.PRECIOUS: $(BUILD)/tests/bench/%.o
+
+bench-tools: $(BENCH_TOOLS)
+
+# scripts/bench installs nginx, HAProxy and gnuplot when missing; see its header
+# for ROUNDS, DURATION, QUICK=1 and FULL=1.
+bench: deps
+	$(MAKE) bench-tools
+	$(MAKE) all || echo "bench: $(BUILD)/wsgate did not build; scripts/bench skips it"
+	BUILD=$(BUILD) scripts/bench
 
 # libFuzzer targets: tests/fuzz/fuzz_NAME.cpp defines LLVMFuzzerTestOneInput
 # and links the library built by clang with ASan + UBSan; seeds live in
@@ -89,7 +108,7 @@ fuzz: fuzz-build
 clean:
 	rm -rf build build-*
 
--include $(LIB_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) $(BUILD)/proxy/main.d
+-include $(LIB_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) $(BUILD)/proxy/main.d $(BENCH_TOOLS:$(BUILD)/%=$(BUILD)/tests/bench/%.d)
 
 # The version lives in VERSION only: compiled into the binary (`--version`)
 # and used to name the Debian package.

@@ -22,7 +22,8 @@ std::uint64_t hash_bytes(std::string_view bytes);
 enum class Algorithm { Ring, Maglev };
 
 // Where a pool finds the session key in a request (config `hash`).
-enum class KeySource { Ip, Header, Cookie, Query, Path };
+// Claim: a claim of the route's verified JSON Web Token (the runtime supplies it).
+enum class KeySource { Ip, Header, Cookie, Query, Path, Claim };
 
 struct KeySpec {
     KeySource source = KeySource::Ip;
@@ -30,7 +31,7 @@ struct KeySpec {
 };
 
 // Parses a config `hash` value: "ip", "path", "header:NAME", "cookie:NAME",
-// "query:NAME". Returns false for anything else (or an empty NAME).
+// "query:NAME", "claim:NAME". Returns false for anything else (or an empty NAME).
 bool parse_key_spec(std::string_view text, KeySpec& out);
 std::string to_string(const KeySpec& spec);
 

@@ -74,6 +74,9 @@ Key extract_key(const KeySpec& spec, const http1::RequestHead& request,
             }
             break;
         case KeySource::Query: find_query(request.query, spec.name, value); break;
+        // A token claim is not in the request head: the session extracts it
+        // after verifying the token; here it counts as missing.
+        case KeySource::Claim: break;
     }
     if (value.empty()) return {client_ip, true};
     return {value, false};

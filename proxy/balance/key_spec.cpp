@@ -17,7 +17,7 @@ bool parse_key_spec(std::string_view text, KeySpec& out) {
         KeySource source;
     };
     for (const Prefix& p : {Prefix{"header:", KeySource::Header}, Prefix{"cookie:", KeySource::Cookie},
-                            Prefix{"query:", KeySource::Query}}) {
+                            Prefix{"query:", KeySource::Query}, Prefix{"claim:", KeySource::Claim}}) {
         if (text.substr(0, p.text.size()) == p.text && text.size() > p.text.size()) {
             out = {p.source, std::string(text.substr(p.text.size()))};
             return true;
@@ -33,6 +33,7 @@ std::string to_string(const KeySpec& spec) {
         case KeySource::Header: return "header:" + spec.name;
         case KeySource::Cookie: return "cookie:" + spec.name;
         case KeySource::Query: return "query:" + spec.name;
+        case KeySource::Claim: return "claim:" + spec.name;
     }
     return "?";
 }

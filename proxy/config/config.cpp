@@ -26,6 +26,7 @@
 #include <tuple>
 #include <utility>
 
+#include "balance/sticky.h"
 #include "config/config_toml.h"
 
 namespace config {
@@ -37,6 +38,27 @@ using toml_doc::Node;
 using toml_doc::Position;
 
 constexpr std::int64_t kMaxInt = std::numeric_limits<std::int64_t>::max();
+
+// Reads <path> whole into <text>; returns 0 or the errno of the failure.
+int read_whole_file(const std::string& path, std::string& text) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    int error = 0;
+    char buffer[65536];
+    for (;;) {
+        const ssize_t n = ::read(fd, buffer, sizeof buffer);
+        if (n > 0) {
+            text.append(buffer, static_cast<std::size_t>(n));
+        } else if (n == 0) {
+            break;
+        } else if (errno != EINTR) {
+            error = errno;
+            break;
+        }
+    }
+    ::close(fd);
+    return error;
+}
 
 // Why <text> is not a numeric socket address, or "" when it is one (then
 // <out> is filled). Ports 0..65535 are accepted here; callers that need a
@@ -317,6 +339,32 @@ private:
         return nullptr;
     }
 
+    const Node* read_bool(const Node& table, const std::string& path, std::string_view key, bool& out) {
+        const Node* node = typed(table, path, key, Kind::Boolean, "true or false");
+        if (node != nullptr) out = node->boolean;
+        return node;
+    }
+
+    // An array of strings; a non-string element is reported and the whole
+    // key rejected.
+    const Node* read_string_list(const Node& table, const std::string& path, std::string_view key,
+                                 std::vector<std::string>& out) {
+        const Node* node = typed(table, path, key, Kind::Array, "an array of strings");
+        if (node == nullptr) return nullptr;
+        std::vector<std::string> values;
+        for (std::size_t i = 0; i < node->items.size(); ++i) {
+            const Node& item = node->items[i];
+            if (item.kind != Kind::String) {
+                fail(item.position, join(path, key) + "[" + std::to_string(i) + "]",
+                     "expected a string, got " + std::string(toml_doc::describe(item.kind)));
+                return nullptr;
+            }
+            values.push_back(item.string);
+        }
+        out = std::move(values);
+        return node;
+    }
+
     // A socket address to listen on or connect to: port 1..65535.
     const Node* read_address(const Node& table, const std::string& path, std::string_view key, SocketAddress& out) {
         const Node* node = typed(table, path, key, Kind::String, "a string \"IPv4:port\" or \"[IPv6]:port\"");
@@ -379,6 +427,9 @@ private:
     void heartbeat(const Node& root, Heartbeat& out);
     void limits(const Node& root, Limits& out);
     void pools(const Node& root, std::vector<Pool>& out);
+    void listener_tls(const Node& table, const std::string& path, Listener& out);
+    void pool_tls(const Node& table, const std::string& path, bool needed, Pool& out);
+    void route_auth(const Node& table, const std::string& path, Route& out);
     void health(const Node& pool, const std::string& path, HealthCheck& out);
     void routes(const Node& root, const std::vector<Pool>& pools, std::vector<Route>& out);
 
@@ -439,12 +490,29 @@ void Validator::listeners(const Node& root, std::vector<Listener>& out) {
     std::vector<std::size_t> file_index;
     for (const auto& [i, table] : items) {
         const std::string path = indexed("listener", i);
-        check_keys(*table, path, {"listen"});
+        check_keys(*table, path, {"listen", "tls", "proxy_protocol", "trusted_proxies"});
         if (table->find("listen") == nullptr) {
             missing(*table, join(path, "listen"));
             continue;
         }
         Listener listener;
+        const Node* proxy_protocol = read_bool(*table, path, "proxy_protocol", listener.proxy_protocol);
+        std::vector<std::string> trusted;
+        if (const Node* list = read_string_list(*table, path, "trusted_proxies", trusted)) {
+            auto parsed = net::CidrSet::parse(trusted);
+            if (auto* problem = std::get_if<std::string>(&parsed)) {
+                fail(list->position, join(path, "trusted_proxies"), *problem);
+            } else {
+                listener.trusted_proxies = std::get<net::CidrSet>(std::move(parsed));
+            }
+        }
+        listener_tls(*table, path, listener);
+        if (listener.proxy_protocol && table->find("tls") != nullptr) {
+            // The PROXY header precedes the TLS handshake on the wire; this
+            // listener would hand it to OpenSSL.
+            fail(proxy_protocol->position, join(path, "proxy_protocol"),
+                 "cannot be combined with [listener.tls] (PROXY protocol before TLS is not supported)");
+        }
         const Node* node = read_address(*table, path, "listen", listener.listen);
         if (node == nullptr) continue;
         for (std::size_t j = 0; j < out.size(); ++j) {
@@ -467,10 +535,11 @@ void Validator::timeouts(const Node& root, Timeouts& out) {
     const Node* table = section(root, "timeouts");
     if (table == nullptr) return;
     const std::string path = "timeouts";
-    check_keys(*table, path, {"handshake", "connect", "idle"});
-    // A zero handshake or connect timeout would fail every session; only the
-    // idle timeout may be switched off.
-    for (auto [key, field] : {std::pair{"handshake", &out.handshake}, std::pair{"connect", &out.connect}}) {
+    check_keys(*table, path, {"handshake", "connect", "idle", "keepalive", "response"});
+    // A zero handshake, connect or response timeout would fail every session;
+    // only the idle and keep-alive timeouts may be switched off.
+    for (auto [key, field] : {std::pair{"handshake", &out.handshake}, std::pair{"connect", &out.connect},
+                              std::pair{"response", &out.response}}) {
         Duration value{};
         if (const Node* node = read_duration(*table, path, key, value)) {
             if (value.count() == 0) {
@@ -481,6 +550,7 @@ void Validator::timeouts(const Node& root, Timeouts& out) {
         }
     }
     read_duration(*table, path, "idle", out.idle);
+    read_duration(*table, path, "keepalive", out.keepalive);
 }
 
 void Validator::heartbeat(const Node& root, Heartbeat& out) {
@@ -505,7 +575,22 @@ void Validator::limits(const Node& root, Limits& out) {
     const Node* table = section(root, "limits");
     if (table == nullptr) return;
     const std::string path = "limits";
-    check_keys(*table, path, {"max_header_bytes", "max_message_bytes", "max_connections_per_ip", "buffer_bytes"});
+    check_keys(*table, path, {"max_header_bytes", "max_message_bytes", "max_connections_per_ip", "buffer_bytes",
+                              "handshakes_per_ip", "handshake_burst"});
+    if (const Node* rate = table->find("handshakes_per_ip")) {
+        const std::string key = join(path, "handshakes_per_ip");
+        if (rate->kind != Kind::Float && rate->kind != Kind::Integer) {
+            fail(rate->position, key, "expected a number, got " + std::string(toml_doc::describe(rate->kind)));
+        } else {
+            const double value = rate->kind == Kind::Float ? rate->floating : static_cast<double>(rate->integer);
+            if (!std::isfinite(value) || value < 0) {
+                fail(rate->position, key, "must be 0 (off) or a positive number, got " + format_double(value));
+            } else {
+                out.handshakes_per_ip = value;
+            }
+        }
+    }
+    read_integer(*table, path, "handshake_burst", 0, 1000000, out.handshake_burst);
     read_integer(*table, path, "max_header_bytes", 1024, 1024 * 1024, out.max_header_bytes);
     read_integer(*table, path, "max_message_bytes", 0, kMaxInt, out.max_message_bytes);
     read_integer(*table, path, "max_connections_per_ip", 0, kMaxInt, out.max_connections_per_ip);
@@ -518,9 +603,20 @@ void Validator::pools(const Node& root, std::vector<Pool>& out) {
     for (const auto& [i, table] : items) {
         const std::string path = indexed("pool", i);
         const std::size_t errors_before = errors_.size();
-        check_keys(*table, path, {"name", "hash", "algorithm", "balance_factor", "health", "backend"});
+        check_keys(*table, path,
+                   {"name", "hash", "algorithm", "balance_factor", "maglev_table_size", "health", "tls",
+                    "sticky_cookie", "backend"});
         Pool pool;
         health(*table, join(path, "health"), pool.health);
+        // Maglev's permutation needs a prime table size (NSDI 2016 §3.4).
+        if (const Node* size = read_integer(*table, path, "maglev_table_size", 251, 16777259, pool.maglev_table_size)) {
+            bool prime = pool.maglev_table_size % 2 != 0;
+            for (std::uint64_t d = 3; prime && d * d <= pool.maglev_table_size; d += 2) prime = pool.maglev_table_size % d != 0;
+            if (!prime) {
+                fail(size->position, join(path, "maglev_table_size"),
+                     "must be a prime number (e.g. 65537, 131071, 655373), got " + std::to_string(pool.maglev_table_size));
+            }
+        }
 
         const Node* name = read_string(*table, path, "name", pool.name);
         if (table->find("name") == nullptr) {
@@ -540,7 +636,7 @@ void Validator::pools(const Node& root, std::vector<Pool>& out) {
         if (const Node* hash = typed(*table, path, "hash", Kind::String, "a string")) {
             if (!chash::parse_key_spec(hash->string, pool.hash)) {
                 fail(hash->position, join(path, "hash"),
-                     "expected \"ip\", \"path\", \"header:NAME\", \"cookie:NAME\" or \"query:NAME\", got " +
+                     "expected \"ip\", \"path\", \"header:NAME\", \"cookie:NAME\", \"query:NAME\" or \"claim:NAME\", got " +
                          quote(hash->string));
             }
         }
@@ -565,12 +661,21 @@ void Validator::pools(const Node& root, std::vector<Pool>& out) {
             }
         }
 
+        if (const Node* cookie = read_string(*table, path, "sticky_cookie", pool.sticky_cookie)) {
+            // Empty means off; anything else must be a cookie-name (RFC 6265 §4.1.1).
+            if (!pool.sticky_cookie.empty() && !sticky::valid_cookie_name(pool.sticky_cookie)) {
+                fail(cookie->position, join(path, "sticky_cookie"),
+                     "expected a cookie name (letters, digits and !#$%&'*+-.^_`|~), got " + quote(cookie->string));
+            }
+        }
+
         const auto backends = tables(*table, path, "backend", "pool.backend");
         std::vector<std::size_t> backend_index;
         for (const auto& [b, backend_table] : backends) {
             const std::string backend_path = join(path, indexed("backend", b));
-            check_keys(*backend_table, backend_path, {"address", "weight", "id"});
+            check_keys(*backend_table, backend_path, {"address", "weight", "id", "tls"});
             Backend backend;
+            read_bool(*backend_table, backend_path, "tls", backend.tls);
             const Node* address = read_address(*backend_table, backend_path, "address", backend.address);
             if (backend_table->find("address") == nullptr) missing(*backend_table, join(backend_path, "address"));
             // HAProxy bounds server weights to 256 too; with 160 ring points
@@ -595,6 +700,9 @@ void Validator::pools(const Node& root, std::vector<Pool>& out) {
             pool.backends.push_back(std::move(backend));
         }
         require_some(*table, path, "backend", "pool.backend", backends.size());
+        pool_tls(*table, path, std::any_of(pool.backends.begin(), pool.backends.end(),
+                                           [](const Backend& b) { return b.tls; }),
+                 pool);
 
         if (errors_.size() != errors_before) {
             if (name != nullptr) rejected_pools_.push_back(pool.name);
@@ -633,6 +741,137 @@ void Validator::health(const Node& pool, const std::string& path, HealthCheck& o
     read_integer(*table, path, "fall", 1, 1000, out.fall);
 }
 
+void Validator::listener_tls(const Node& listener, const std::string& listener_path, Listener& out) {
+    const Node* table = typed(listener, listener_path, "tls", Kind::Table, "a table ([listener.tls])");
+    if (table == nullptr) return;
+    const std::string path = join(listener_path, "tls");
+    check_keys(*table, path, {"cert", "key", "min_version", "sni"});
+    tls::ServerSettings settings;
+    bool ok = true;
+    for (auto [key, field] : {std::pair{"cert", &settings.main.cert}, std::pair{"key", &settings.main.key}}) {
+        if (table->find(key) == nullptr) {
+            missing(*table, join(path, key));
+            ok = false;
+        } else if (read_string(*table, path, key, *field) == nullptr) {
+            ok = false;
+        }
+    }
+    std::string version = "1.2";
+    if (const Node* node = read_string(*table, path, "min_version", version)) {
+        if (version == "1.2") {
+            settings.min_version = TLS1_2_VERSION;
+        } else if (version == "1.3") {
+            settings.min_version = TLS1_3_VERSION;
+        } else {
+            fail(node->position, join(path, "min_version"), "expected \"1.2\" or \"1.3\", got " + quote(version));
+            ok = false;
+        }
+    }
+    for (const auto& [i, entry] : tables(*table, path, "sni", "listener.tls.sni")) {
+        const std::string entry_path = join(path, indexed("sni", i));
+        check_keys(*entry, entry_path, {"server_name", "cert", "key"});
+        tls::SniEntry sni;
+        for (auto [key, field] : {std::pair{"server_name", &sni.server_name}, std::pair{"cert", &sni.pair.cert},
+                                  std::pair{"key", &sni.pair.key}}) {
+            if (entry->find(key) == nullptr) {
+                missing(*entry, join(entry_path, key));
+                ok = false;
+            } else if (read_string(*entry, entry_path, key, *field) == nullptr) {
+                ok = false;
+            }
+        }
+        settings.sni.push_back(std::move(sni));
+    }
+    if (!ok) return;
+    auto context = tls::ServerContext::create(settings);
+    if (auto* problem = std::get_if<std::string>(&context)) {
+        fail(table->position, path, *problem);
+        return;
+    }
+    out.tls = std::get<std::shared_ptr<const tls::ServerContext>>(std::move(context));
+}
+
+void Validator::pool_tls(const Node& pool, const std::string& pool_path, bool needed, Pool& out) {
+    const Node* table = typed(pool, pool_path, "tls", Kind::Table, "a table ([pool.tls])");
+    if (table == nullptr && pool.find("tls") != nullptr) return;
+    tls::ClientSettings settings;
+    const std::string path = join(pool_path, "tls");
+    if (table != nullptr) {
+        check_keys(*table, path, {"ca", "verify", "server_name"});
+        if (!read_string(*table, path, "ca", settings.ca) && table->find("ca")) return;
+        if (!read_bool(*table, path, "verify", settings.verify) && table->find("verify")) return;
+        if (!read_string(*table, path, "server_name", settings.server_name) && table->find("server_name")) return;
+    }
+    if (!needed) return;
+    auto context = tls::ClientContext::create(settings);
+    if (auto* problem = std::get_if<std::string>(&context)) {
+        fail(table != nullptr ? table->position : pool.position, path, *problem);
+        return;
+    }
+    out.tls = std::get<std::shared_ptr<const tls::ClientContext>>(std::move(context));
+}
+
+void Validator::route_auth(const Node& route, const std::string& route_path, Route& out) {
+    const Node* table = typed(route, route_path, "auth", Kind::Table, "a table ([route.auth])");
+    if (table == nullptr) return;
+    const std::string path = join(route_path, "auth");
+    check_keys(*table, path,
+               {"algorithm", "key_file", "issuer", "audience", "leeway", "token_from", "forward_claims"});
+    jwt::Options options;
+    bool ok = true;
+    if (table->find("algorithm") == nullptr) {
+        missing(*table, join(path, "algorithm"));
+        ok = false;
+    } else if (!read_choice<jwt::Algorithm>(*table, path, "algorithm",
+                                            {{"HS256", jwt::Algorithm::HS256},
+                                             {"RS256", jwt::Algorithm::RS256},
+                                             {"ES256", jwt::Algorithm::ES256}},
+                                            options.algorithm)) {
+        ok = false;
+    }
+    std::string key_file;
+    const Node* key_node = read_string(*table, path, "key_file", key_file);
+    if (table->find("key_file") == nullptr) {
+        missing(*table, join(path, "key_file"));
+        ok = false;
+    } else if (key_node == nullptr) {
+        ok = false;
+    } else if (const int error = read_whole_file(key_file, options.key); error != 0) {
+        fail(key_node->position, join(path, "key_file"), "cannot read " + quote(key_file) + ": " + std::strerror(error));
+        ok = false;
+    }
+    std::string text;
+    if (read_string(*table, path, "issuer", text)) options.issuer = text;
+    if (read_string(*table, path, "audience", text)) options.audience = text;
+    Duration leeway{};
+    if (read_duration(*table, path, "leeway", leeway)) options.leeway_seconds = leeway.count() / 1000;
+    RouteAuth auth;
+    if (const Node* from = read_string(*table, path, "token_from", text)) {
+        if (text == "header") {
+            auth.token_from = TokenSource::Header;
+        } else if (text.rfind("cookie:", 0) == 0 && text.size() > 7) {
+            auth.token_from = TokenSource::Cookie;
+            auth.token_name = text.substr(7);
+        } else if (text.rfind("query:", 0) == 0 && text.size() > 6) {
+            auth.token_from = TokenSource::Query;
+            auth.token_name = text.substr(6);
+        } else {
+            fail(from->position, join(path, "token_from"),
+                 "expected \"header\", \"cookie:NAME\" or \"query:NAME\", got " + quote(text));
+            ok = false;
+        }
+    }
+    read_string_list(*table, path, "forward_claims", auth.forward_claims);
+    if (!ok) return;
+    auto verifier = jwt::Verifier::create(options);
+    if (auto* problem = std::get_if<std::string>(&verifier)) {
+        fail(key_node->position, join(path, "key_file"), *problem);
+        return;
+    }
+    auth.verifier = std::make_shared<const jwt::Verifier>(std::get<jwt::Verifier>(std::move(verifier)));
+    out.auth = std::move(auth);
+}
+
 // A route host: "" (any), a name or numeric address, or "*.domain"; stored
 // lowercase, without a port (ports are stripped from the request's Host).
 std::string_view host_problem(std::string_view host) {
@@ -660,9 +899,21 @@ void Validator::routes(const Node& root, const std::vector<Pool>& pools, std::ve
     std::vector<std::size_t> file_index;
     for (const auto& [i, table] : items) {
         const std::string path = indexed("route", i);
-        check_keys(*table, path, {"path_prefix", "host", "pool"});
+        check_keys(*table, path, {"path_prefix", "host", "pool", "allowed_origins", "auth"});
         Route route;
         bool ok = true;
+        if (const Node* origins = read_string_list(*table, path, "allowed_origins", route.allowed_origins)) {
+            for (std::size_t o = 0; o < route.allowed_origins.size(); ++o) {
+                const std::string& origin = route.allowed_origins[o];
+                if (origin.find("://") == std::string::npos || origin.back() == '/') {
+                    fail(origins->items[o].position, join(path, "allowed_origins") + "[" + std::to_string(o) + "]",
+                         "expected an origin like \"https://app.example.com\" (scheme, host, optional port, no path), got " +
+                             quote(origin));
+                    ok = false;
+                }
+            }
+        }
+        route_auth(*table, path, route);
         if (const Node* prefix = read_string(*table, path, "path_prefix", route.path_prefix)) {
             if (route.path_prefix.empty() || route.path_prefix.front() != '/') {
                 fail(prefix->position, join(path, "path_prefix"), "must start with \"/\", got " + quote(prefix->string));
@@ -746,7 +997,7 @@ LoadResult Validator::run(const Node& root) {
         const std::size_t pools_written =
             pool_array != nullptr && pool_array->kind == Kind::Array ? pool_array->items.size() : 0;
         if (pools_written == 1 && config->pools.size() == 1) {
-            config->routes.push_back(Route{"/", "", config->pools[0].name, 0});
+            config->routes.push_back(Route{"/", "", config->pools[0].name, 0, {}, std::nullopt});
         } else if (pools_written > 1) {
             fail(Position{}, "route", "at least one [[route]] is required when there are several pools");
         }
@@ -822,24 +1073,8 @@ LoadResult load_string(std::string_view text, const std::string& name) {
 }
 
 LoadResult load_file(const std::string& path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     std::string text;
-    int error = fd < 0 ? errno : 0;
-    if (fd >= 0) {
-        char buffer[65536];
-        for (;;) {
-            const ssize_t n = ::read(fd, buffer, sizeof buffer);
-            if (n > 0) {
-                text.append(buffer, static_cast<std::size_t>(n));
-            } else if (n == 0) {
-                break;
-            } else if (errno != EINTR) {
-                error = errno;
-                break;
-            }
-        }
-        ::close(fd);
-    }
+    const int error = read_whole_file(path, text);
     if (error != 0) return std::vector<Error>{Error{path, 0, 0, std::string("cannot read: ") + std::strerror(error)}};
     return load_string(text, path);
 }

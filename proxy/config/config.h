@@ -14,7 +14,10 @@
 #include <variant>
 #include <vector>
 
+#include "auth/jwt.h"
 #include "balance/chash.h"
+#include "net/cidr.h"
+#include "net/tls.h"
 
 namespace config {
 
@@ -56,12 +59,21 @@ struct AdminSection {
 
 struct Listener {
     SocketAddress listen;
+    std::shared_ptr<const tls::ServerContext> tls;  // set: wss:// (TLS terminated here)
+    bool proxy_protocol = false;   // connections start with a PROXY v1/v2 header
+    net::CidrSet trusted_proxies;  // peers whose X-Forwarded-For names the client
 };
 
 struct Timeouts {
     Duration handshake = std::chrono::seconds(10);
     Duration connect = std::chrono::seconds(5);
     Duration idle = std::chrono::minutes(5);  // 0 = off
+    // Plain HTTP: how long a kept-alive client connection, or an idle pooled
+    // back-end connection, may wait for its next request (0 = no keep-alive).
+    Duration keepalive = std::chrono::seconds(60);
+    // Plain HTTP: how long the back end may take to start its response once
+    // the request is sent (long enough for long-polling).
+    Duration response = std::chrono::seconds(60);
 };
 
 enum class HeartbeatPeers { Client, Backend, Both };
@@ -77,6 +89,18 @@ struct Limits {
     std::uint64_t max_message_bytes = 0;       // 0 = unlimited
     std::uint64_t max_connections_per_ip = 0;  // 0 = unlimited
     std::uint64_t buffer_bytes = 262144;       // high watermark per direction
+    double handshakes_per_ip = 0;              // per second per client address; 0 = unlimited
+    std::uint32_t handshake_burst = 0;         // bucket size; 0 = max(1, handshakes_per_ip)
+};
+
+// Where a route finds the client's token.
+enum class TokenSource { Header, Cookie, Query };
+
+struct RouteAuth {
+    std::shared_ptr<const jwt::Verifier> verifier;
+    TokenSource token_from = TokenSource::Header;  // Header: "Authorization: Bearer <token>"
+    std::string token_name;                        // cookie or query parameter name
+    std::vector<std::string> forward_claims;       // claim -> "X-Auth-<Claim>" header
 };
 
 struct Route {
@@ -84,12 +108,15 @@ struct Route {
     std::string host;  // "" = any; "*.example.com" matches one or more labels
     std::string pool;
     std::size_t pool_index = 0;  // filled by validation: index into Config::pools
+    std::vector<std::string> allowed_origins;  // empty = any Origin; "https://*.example.com" allowed
+    std::optional<RouteAuth> auth;
 };
 
 struct Backend {
     SocketAddress address;
     std::uint32_t weight = 1;
     std::string id;  // defaults to address.text
+    bool tls = false;  // connect with TLS (the pool's [pool.tls] settings)
 };
 
 enum class HealthType { None, Tcp, Http, Websocket };
@@ -111,7 +138,13 @@ struct Pool {
     chash::KeySpec hash;
     chash::Algorithm algorithm = chash::Algorithm::Ring;
     double balance_factor = 0.0;  // > 1 enables bounded loads
+    std::uint64_t maglev_table_size = 65537;  // a prime; larger moves fewer keys when back ends change
     HealthCheck health;
+    std::shared_ptr<const tls::ClientContext> tls;  // set when some backend has tls = true
+    // Plain HTTP: when set, the first response names the chosen back end in
+    // this cookie, and later requests and upgrades carrying it return there
+    // while it is eligible. A cookie-name token; "" = off.
+    std::string sticky_cookie;
     std::vector<Backend> backends;
 };
 

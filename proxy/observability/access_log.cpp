@@ -90,11 +90,14 @@ std::string format_json(const AccessRecord& r) {
     add_number(out, "duration_ms", r.duration_ms);
     add_number(out, "bytes_in", r.bytes_in);
     add_number(out, "bytes_out", r.bytes_out);
-    add_number(out, "messages_in", r.messages_in);
-    add_number(out, "messages_out", r.messages_out);
+    if (r.has_messages) {
+        add_number(out, "messages_in", r.messages_in);
+        add_number(out, "messages_out", r.messages_out);
+    }
     add_number(out, "close_code", r.close_code);
     add_string(out, "close_by", r.close_by);
     add_string(out, "reason", r.reason);
+    add_string(out, "subject", r.subject);
     out += '}';
     return out;
 }
@@ -114,11 +117,14 @@ std::string format_text(const AccessRecord& r) {
     add_text(out, "duration_ms", std::to_string(r.duration_ms));
     add_text(out, "bytes_in", std::to_string(r.bytes_in));
     add_text(out, "bytes_out", std::to_string(r.bytes_out));
-    add_text(out, "messages_in", std::to_string(r.messages_in));
-    add_text(out, "messages_out", std::to_string(r.messages_out));
+    if (r.has_messages) {
+        add_text(out, "messages_in", std::to_string(r.messages_in));
+        add_text(out, "messages_out", std::to_string(r.messages_out));
+    }
     add_text(out, "close_code", std::to_string(r.close_code));
     add_text(out, "close_by", r.close_by);
     add_text(out, "reason", r.reason);
+    add_text(out, "subject", r.subject);
     return out;
 }
 

@@ -24,9 +24,11 @@ struct AccessRecord {
     std::uint64_t bytes_out = 0;    // to the client, head included
     std::uint64_t messages_in = 0;  // data messages client -> back end
     std::uint64_t messages_out = 0; // data messages back end -> client
+    bool has_messages = true;       // false for a plain HTTP request: messages_* are left out
     int close_code = 0;
     std::string close_by;      // "client" | "backend" | "proxy" | ""
     std::string reason;
+    std::string subject;       // "sub" of a verified token, "" without one
 };
 
 // RFC 3339 UTC with milliseconds: "2026-11-25T20:00:00.123Z".

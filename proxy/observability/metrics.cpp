@@ -144,6 +144,18 @@ std::string render_prometheus(const std::vector<WorkerMetrics*>& workers, const 
         line(fmt::format("{} {}", m.name, sum(workers, [&m](WorkerMetrics& w) { return (w.*m.member).get(); })));
     }
 
+    header(out, "wsgate_http_requests_total", "counter", "Plain HTTP requests answered, by status class.");
+    for (std::size_t c = 1; c <= 5; ++c) {
+        line(fmt::format("wsgate_http_requests_total{{class=\"{}xx\"}} {}", c,
+                         sum(workers, [c](WorkerMetrics& w) { return w.http_requests[c].get(); })));
+    }
+    header(out, "wsgate_upstream_connections_total", "counter",
+           "Back-end connections used by plain HTTP requests: new, or reused from the keep-alive pool.");
+    line(fmt::format("wsgate_upstream_connections_total{{kind=\"new\"}} {}",
+                     sum(workers, [](WorkerMetrics& w) { return w.upstream_new.get(); })));
+    line(fmt::format("wsgate_upstream_connections_total{{kind=\"reused\"}} {}",
+                     sum(workers, [](WorkerMetrics& w) { return w.upstream_reused.get(); })));
+
     header(out, "wsgate_backend_up", "gauge", "1 when the back end may take new sessions (healthy), else 0.");
     for (const BackendSnapshot& b : process.backends) {
         line(fmt::format("wsgate_backend_up{{pool=\"{}\",backend=\"{}\"}} {}", escape_label(b.pool), escape_label(b.backend),

@@ -59,6 +59,9 @@ struct WorkerMetrics {
     Counter heartbeat_timeouts;
     Counter heartbeat_pings;
     Counter drained_sessions;     // closed with 1012 because a reload removed their back end
+    std::array<Counter, 6> http_requests;  // plain HTTP responses by status class: [1] 1xx .. [5] 5xx, [0] other
+    Counter upstream_new;         // plain HTTP: new back-end connections
+    Counter upstream_reused;      // plain HTTP: back-end connections taken from the keep-alive pool
     std::array<Counter, kHandshakeBuckets.size() + 1> handshake_buckets;  // last = +Inf
     Counter handshake_count;
     Counter handshake_micros;

@@ -1,5 +1,9 @@
 #include "runtime/generation.h"
 
+#include <algorithm>
+
+#include "balance/sticky.h"
+
 namespace runtime {
 
 Generation::Generation(std::shared_ptr<const config::Config> config, std::uint64_t number,
@@ -20,7 +24,12 @@ Generation::Generation(std::shared_ptr<const config::Config> config, std::uint64
             states_by_id_[backend.id] = state;
             runtime.states.push_back(state);
         }
-        runtime.picker = chash::make_picker(pool.algorithm, members);
+        runtime.picker = chash::make_picker(pool.algorithm, members, pool.maglev_table_size);
+        if (!pool.sticky_cookie.empty()) {
+            for (const config::Backend& backend : pool.backends) {
+                runtime.sticky_tokens.push_back(sticky::token(pool.name, backend.id));
+            }
+        }
         pools_.push_back(std::move(runtime));
     }
 }
@@ -47,6 +56,27 @@ bool PoolEligibility::eligible(std::size_t index) const {
                                        pool_.config->balance_factor);
     }
     return true;
+}
+
+std::size_t sticky_backend(const PoolRuntime& pool, const http1::RequestHead& request) {
+    if (pool.sticky_tokens.empty()) return chash::kNone;
+    return sticky::find(pool.sticky_tokens, sticky::cookie_value(request, pool.config->sticky_cookie));
+}
+
+std::size_t pick_backend(const PoolRuntime& pool, std::uint64_t key_hash, std::size_t sticky,
+                         std::span<const std::size_t> tried, std::int64_t now_ms) {
+    // Eligibility may change between attempts (a failed back end can be
+    // marked down meanwhile), so the walk skips what was tried rather than
+    // counting attempts.
+    PoolEligibility eligibility(pool, now_ms);
+    auto untried = [&](std::size_t index) { return std::find(tried.begin(), tried.end(), index) == tried.end(); };
+    if (sticky != chash::kNone && sticky < pool.states.size() && eligibility.eligible(sticky) && untried(sticky)) {
+        return sticky;
+    }
+    for (unsigned rank = 0;; ++rank) {
+        const std::size_t index = pool.picker->pick(key_hash, rank, eligibility);
+        if (index == chash::kNone || untried(index)) return index;
+    }
 }
 
 }  // namespace runtime

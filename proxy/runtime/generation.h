@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,7 @@ struct PoolRuntime {
     std::unique_ptr<chash::Picker> picker; // indices are positions in config->backends
     std::vector<std::shared_ptr<BackendState>> states;  // parallel to config->backends
     std::uint64_t total_weight = 0;
+    std::vector<std::string> sticky_tokens;  // parallel to config->backends; empty without sticky_cookie
 };
 
 class Generation {
@@ -66,5 +68,18 @@ private:
     std::int64_t now_ms_;
     std::uint64_t total_active_ = 0;
 };
+
+// The back end for the next connect attempt of a request whose key hashes to
+// <key_hash>: the <sticky> one (from the pool's sticky cookie, or
+// chash::kNone) while it is eligible and not in <tried>, else the first
+// eligible back end of the key's failover order not in <tried>; kNone when
+// none is left.
+std::size_t pick_backend(const PoolRuntime& pool, std::uint64_t key_hash, std::size_t sticky,
+                         std::span<const std::size_t> tried, std::int64_t now_ms);
+
+// The back end of <pool> that <request>'s sticky cookie names, or
+// chash::kNone: no sticky_cookie configured, no cookie sent, or a token that
+// names none of the pool's back ends (a removed one, a forged one).
+std::size_t sticky_backend(const PoolRuntime& pool, const http1::RequestHead& request);
 
 }  // namespace runtime

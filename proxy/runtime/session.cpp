@@ -11,8 +11,13 @@
 #include <optional>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
 
+#include "auth/jwt.h"
 #include "balance/chash.h"
+#include "net/cidr.h"
+#include "net/proxy_protocol.h"
+#include "net/tls.h"
 #include "runtime/forward.h"
 #include "runtime/worker.h"
 
@@ -28,6 +33,8 @@ constexpr std::int64_t kCloseLingerMs = 5000;
 // reading (and discarding) meanwhile avoids a TCP reset that would destroy
 // the response before the client reads it.
 constexpr std::int64_t kLingeringCloseMs = 1000;
+// Largest read or write a tunnel does in one system call.
+constexpr std::size_t kMaxSingleIo = 128 * 1024;
 
 std::string address_ip(const sockaddr* address) {
     char text[INET6_ADDRSTRLEN] = {};
@@ -59,9 +66,11 @@ const char* side_name(Side side) { return side == Side::Client ? "client" : "bac
 
 const char* to_string(SessionState state) {
     switch (state) {
+        case SessionState::ReadingProxyHeader: return "reading-proxy-header";
         case SessionState::ReadingRequest: return "reading-request";
         case SessionState::Connecting: return "connecting";
         case SessionState::AwaitingResponse: return "awaiting-response";
+        case SessionState::ProxyingHttp: return "proxying-http";
         case SessionState::Refusing: return "refusing";
         case SessionState::Open: return "open";
         case SessionState::Closing: return "closing";
@@ -105,7 +114,9 @@ void Session::arm_timer(std::int64_t delay_ms) {
 void Session::on_client_read(bufferevent*, void* self) {
     auto* s = static_cast<Session*>(self);
     switch (s->state_) {
+        case SessionState::ReadingProxyHeader: s->read_proxy_header(); break;
         case SessionState::ReadingRequest: s->read_request(); break;
+        case SessionState::ProxyingHttp: s->http_->on_client_read(); break;
         case SessionState::Open:
         case SessionState::Closing: s->pump(Side::Client); break;
         case SessionState::Refusing:
@@ -120,6 +131,10 @@ void Session::on_client_write(bufferevent*, void* self) {
     if (s->client_.flushing) {
         s->release(Side::Client);
         s->maybe_finish_closing();
+        return;
+    }
+    if (s->state_ == SessionState::ProxyingHttp) {
+        s->http_->on_client_write();
         return;
     }
     if (s->state_ == SessionState::Refusing) {
@@ -137,6 +152,9 @@ void Session::on_client_event(bufferevent*, short what, void* self) {
     auto* s = static_cast<Session*>(self);
     if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) return;
     switch (s->state_) {
+        case SessionState::ProxyingHttp:
+            s->http_->on_client_event(what);
+            break;
         case SessionState::Open:
             s->peer_gone(Side::Client, "client vanished");
             break;
@@ -182,7 +200,9 @@ void Session::on_backend_event(bufferevent*, short what, void* self) {
         if (what & BEV_EVENT_CONNECTED) {
             s->backend_connected();
         } else if (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)) {
-            s->connect_failed(evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+            std::string why = evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR());
+            if (SSL* ssl = bufferevent_openssl_get_ssl(s->backend_.bev)) why = "TLS: " + tls::last_error(ssl);
+            s->connect_failed(why.c_str());
         }
         return;
     }
@@ -213,9 +233,22 @@ void Session::on_backend_event(bufferevent*, short what, void* self) {
 void Session::on_timer(evutil_socket_t, short, void* self) {
     auto* s = static_cast<Session*>(self);
     switch (s->state_) {
+        case SessionState::ReadingProxyHeader:
+            s->record_.reason = "PROXY header timeout";
+            s->record_.close_by = "proxy";
+            s->finish();
+            break;
         case SessionState::ReadingRequest:
+            // A kept-alive connection with no new request ends silently.
+            if (s->keepalive_wait_) {
+                s->finish();
+                break;
+            }
             // Slowloris and silent clients: the head did not arrive in time.
             s->refuse(408, "request head timeout");
+            break;
+        case SessionState::ProxyingHttp:
+            s->after_http();
             break;
         case SessionState::Connecting:
             s->connect_failed("connect timeout");
@@ -240,13 +273,22 @@ void Session::on_timer(evutil_socket_t, short, void* self) {
 
 // ---- Handshake ---------------------------------------------------------------
 
-void Session::start(int fd, const sockaddr* address, socklen_t) {
+void Session::start(int fd, const sockaddr* address, socklen_t, const config::Listener& listener) {
     started_ms_ = worker_.now_ms();
     clock_gettime(CLOCK_MONOTONIC, &accepted_at_);
-    client_ip_ = address_ip(address);
+    listener_ = &listener;
+    peer_ip_ = client_ip_ = address_ip(address);
     record_.client = address->sa_family == AF_INET6 ? "[" + client_ip_ + "]:" + std::to_string(address_port(address))
                                                     : client_ip_ + ":" + std::to_string(address_port(address));
-    client_.bev = bufferevent_socket_new(worker_.base(), fd, BEV_OPT_CLOSE_ON_FREE);
+    if (listener.tls) {
+        client_.bev = bufferevent_openssl_socket_new(worker_.base(), fd, listener.tls->new_ssl(),
+                                                     BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+        // A client that closes TCP without close_notify has still closed.
+        if (client_.bev) bufferevent_openssl_set_allow_dirty_shutdown(client_.bev, 1);
+    } else {
+        client_.bev = bufferevent_socket_new(worker_.base(), fd, BEV_OPT_CLOSE_ON_FREE);
+        client_.plain = true;
+    }
     if (!client_.bev) {
         evutil_closesocket(fd);
         record_.reason = "out of memory";
@@ -258,10 +300,65 @@ void Session::start(int fd, const sockaddr* address, socklen_t) {
     bufferevent_setwatermark(client_.bev, EV_READ, 0, generation_->config().limits.max_header_bytes + 1);
     bufferevent_enable(client_.bev, EV_READ);
     arm_timer(generation_->config().timeouts.handshake.count());
+    if (listener.proxy_protocol) {
+        set_state(SessionState::ReadingProxyHeader);
+    } else {
+        admit_client();
+    }
+}
+
+// limits.max_connections_per_ip, counted on the client address as known at
+// this point: the PROXY header's source on proxy_protocol listeners. The 429
+// goes through the client's bufferevent, so TLS clients can read it.
+void Session::admit_client() {
+    if (generation_->config().limits.max_connections_per_ip == 0) return;
+    if (worker_.acquire_per_ip(client_ip_)) {
+        per_ip_key = client_ip_;
+    } else {
+        worker_.metrics().connections_refused.add();
+        refuse(429, "too many connections from this address");
+    }
+}
+
+// PROXY protocol v1/v2 from an L4 balancer: the real client address comes
+// first; a connection that does not start with a valid header is closed
+// without an HTTP answer (it is not talking to us in HTTP yet).
+void Session::read_proxy_header() {
+    evbuffer* input = bufferevent_get_input(client_.bev);
+    std::size_t length = evbuffer_get_length(input);
+    const auto* data = evbuffer_pullup(input, static_cast<ev_ssize_t>(length));
+    proxyproto::Result result = proxyproto::parse(std::span<const std::uint8_t>(data, length));
+    if (result.status == proxyproto::Status::NeedMore) return;
+    if (result.status == proxyproto::Status::Error) {
+        worker_.log().log(obs::Level::Info, "connection from {}: bad PROXY header: {}", record_.client, result.error);
+        record_.reason = "bad PROXY header";
+        record_.close_by = "proxy";
+        finish();
+        return;
+    }
+    if (!result.local) {
+        peer_ip_ = client_ip_ = result.source_text;
+        record_.client = (result.source.ss_family == AF_INET6 ? "[" + client_ip_ + "]" : client_ip_) + ":" +
+                         std::to_string(result.source_port);
+    }
+    evbuffer_drain(input, result.consumed);
+    record_.bytes_in += result.consumed;
+    set_state(SessionState::ReadingRequest);
+    admit_client();
+    if (state_ == SessionState::ReadingRequest && evbuffer_get_length(input) > 0) read_request();
 }
 
 void Session::read_request() {
     evbuffer* input = bufferevent_get_input(client_.bev);
+    if (keepalive_wait_) {
+        // The next request on a kept-alive connection starts: its head gets
+        // the handshake timeout, its log line its own clock.
+        if (evbuffer_get_length(input) == 0) return;
+        keepalive_wait_ = false;
+        started_ms_ = worker_.now_ms();
+        clock_gettime(CLOCK_MONOTONIC, &accepted_at_);
+        arm_timer(generation_->config().timeouts.handshake.count());
+    }
     std::size_t length = std::min<std::size_t>(evbuffer_get_length(input),
                                                generation_->config().limits.max_header_bytes + 1);
     const char* data = reinterpret_cast<const char*>(evbuffer_pullup(input, static_cast<ev_ssize_t>(length)));
@@ -291,10 +388,31 @@ void Session::handle_request(const http1::RequestHead& request, std::size_t head
         record_.request_id = forward::format_request_id(worker_.rng()(), worker_.rng()());
     }
 
+    if (!listener_->trusted_proxies.empty()) {
+        auto peer = net::IpAddress::parse(peer_ip_);
+        const http1::Header* xff = request.find("x-forwarded-for");
+        if (peer && xff && listener_->trusted_proxies.contains(*peer)) {
+            client_ip_ = net::client_from_forwarded_for(xff->value, *peer, listener_->trusted_proxies).to_string();
+            // The resolved client has no port we know of.
+            record_.client = client_ip_;
+        }
+    }
+    if (config.limits.handshakes_per_ip > 0) {
+        std::int64_t retry_after = 0;
+        if (!worker_.take_handshake_token(client_ip_, retry_after)) {
+            refuse(429, "too many handshakes from this address",
+                   "Retry-After: " + std::to_string(std::max<std::int64_t>(retry_after, 1)) + "\r\n");
+            return;
+        }
+    }
+
     ws::UpgradeCheck check = ws::check_upgrade_request(request);
+    if (!check.is_upgrade) {
+        start_http(request, head_bytes);
+        return;
+    }
     if (!check.ok) {
         std::string_view extra;
-        if (!check.is_upgrade) extra = "Upgrade: websocket\r\n";
         if (check.needs_version_header) extra = "Sec-WebSocket-Version: 13\r\n";
         refuse(check.http_status, check.reason, extra);
         return;
@@ -304,14 +422,25 @@ void Session::handle_request(const http1::RequestHead& request, std::size_t head
         refuse(404, "no route");
         return;
     }
+    if (const http1::Header* origin = request.find("origin");
+        !route->allowed_origins.empty() && (!origin || !forward::origin_allowed(origin->value, route->allowed_origins))) {
+        refuse(403, "origin not allowed");
+        return;
+    }
+    std::string claim_key;
+    if (route->auth && !authorize(*route, request, claim_key)) return;
     pool_ = &generation_->pools()[route->pool_index];
     record_.pool = pool_->config->name;
     chash::Key key = chash::extract_key(pool_->config->hash, request, client_ip_);
+    if (pool_->config->hash.source == chash::KeySource::Claim && !claim_key.empty()) key = chash::Key{claim_key, false};
     record_.key_fallback = key.fell_back;
     key_hash_ = chash::hash_bytes(key.value);
+    sticky_index_ = sticky_backend(*pool_, request);
     client_key_ = check.key;
     forwarded_head_ = forward::build_request_head(
-        request, forward::ClientFacts{client_ip_, "http", record_.request_id});
+        request, forward::ClientFacts{peer_ip_, listener_->tls ? "https" : "http", record_.request_id,
+                                      added_headers_.empty() ? nullptr : &added_headers_,
+                                      stripped_names_.empty() ? nullptr : &stripped_names_});
 
     // The views in <request> die here: the head leaves the input buffer. Any
     // bytes after it stay queued until the tunnel opens.
@@ -320,17 +449,70 @@ void Session::handle_request(const http1::RequestHead& request, std::size_t head
     try_connect();
 }
 
-void Session::try_connect() {
-    // Walk the key's failover order, skipping back ends this session already
-    // tried: eligibility may change between attempts (a failed back end can
-    // be marked down meanwhile), so the attempt number alone is not enough.
-    PoolEligibility eligibility(*pool_, worker_.now_ms());
-    std::size_t index = chash::kNone;
-    for (unsigned rank = 0;; ++rank) {
-        index = pool_->picker->pick(key_hash_, rank, eligibility);
-        if (index == chash::kNone) break;
-        if (std::find(tried_.begin(), tried_.begin() + attempt_, index) == tried_.begin() + attempt_) break;
+// Verifies the route's JSON Web Token once, at the handshake: after it there
+// are no more headers. On success the subject is logged, the chosen claims
+// become X-Auth-* headers and <claim_key> holds the pool's hash claim.
+bool Session::authorize(const config::Route& route, const http1::RequestHead& request, std::string& claim_key) {
+    const config::RouteAuth& auth = *route.auth;
+    // A kept-alive connection authorises each request afresh.
+    added_headers_.clear();
+    added_storage_.clear();
+    stripped_names_.clear();
+    record_.subject.clear();
+    std::optional<std::string> token;
+    switch (auth.token_from) {
+        case config::TokenSource::Header:
+            if (const http1::Header* h = request.find("authorization")) {
+                if (auto bearer = jwt::bearer_token(h->value)) token = std::string(*bearer);
+            }
+            break;
+        case config::TokenSource::Cookie:
+            for (const http1::Header& h : request.headers) {
+                if (!http1::iequals(h.name, "cookie")) continue;
+                if (auto value = jwt::cookie_value(h.value, auth.token_name)) {
+                    token = std::string(*value);
+                    break;
+                }
+            }
+            break;
+        case config::TokenSource::Query: token = jwt::query_value(request.query, auth.token_name); break;
     }
+    std::string_view problem = "missing token";
+    jwt::Result result;
+    if (token) {
+        result = auth.verifier->verify(*token, static_cast<std::int64_t>(std::time(nullptr)));
+        problem = result.error;
+    }
+    if (!token || !result.ok) {
+        worker_.log().log(obs::Level::Info, "session {}: token refused: {}", record_.request_id, problem);
+        refuse(401, problem,
+               "WWW-Authenticate: Bearer realm=\"wsgate\", error=\"invalid_token\", error_description=\"" +
+                   std::string(problem) + "\"\r\n");
+        return false;
+    }
+    record_.subject = result.claims.header_value("sub").value_or("");
+    for (const std::string& claim : auth.forward_claims) {
+        if (auto value = result.claims.header_value(claim)) {
+            added_storage_.push_back(forward::claim_header_name(claim));
+            added_storage_.push_back(*value);
+        }
+    }
+    for (std::size_t i = 0; i + 1 < added_storage_.size(); i += 2) {
+        added_headers_.push_back(http1::Header{added_storage_[i], added_storage_[i + 1]});
+    }
+    // Every X-Auth-* header the route could send is ours, present in this
+    // token or not: a client-sent copy must never reach the back end.
+    for (const std::string& claim : auth.forward_claims) stripped_names_.push_back(forward::claim_header_name(claim));
+    const config::Pool& pool = generation_->config().pools[route.pool_index];
+    if (pool.hash.source == chash::KeySource::Claim) claim_key = result.claims.header_value(pool.hash.name).value_or("");
+    return true;
+}
+
+void Session::try_connect() {
+    // The sticky back end first, then the key's failover order, skipping
+    // back ends this session already tried.
+    std::size_t index = pick_backend(*pool_, key_hash_, sticky_index_,
+                                     std::span<const std::size_t>(tried_.data(), attempt_), worker_.now_ms());
     if (index == chash::kNone) {
         refuse(502, attempt_ == 0 ? "no backend available" : "backend unreachable");
         return;
@@ -342,7 +524,17 @@ void Session::try_connect() {
     const config::Backend& backend = pool_->config->backends[index];
     record_.backend = backend.address.text;
 
-    backend_.bev = bufferevent_socket_new(worker_.base(), -1, BEV_OPT_CLOSE_ON_FREE);
+    if (backend.tls && pool_->config->tls) {
+        std::string ip = backend.address.text.substr(0, backend.address.text.rfind(':'));
+        if (ip.size() > 2 && ip.front() == '[') ip = ip.substr(1, ip.size() - 2);
+        backend_.bev = bufferevent_openssl_socket_new(worker_.base(), -1, pool_->config->tls->new_ssl(ip),
+                                                      BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+        if (backend_.bev) bufferevent_openssl_set_allow_dirty_shutdown(backend_.bev, 1);
+        backend_.plain = false;
+    } else {
+        backend_.bev = bufferevent_socket_new(worker_.base(), -1, BEV_OPT_CLOSE_ON_FREE);
+        backend_.plain = true;
+    }
     if (!backend_.bev) {
         refuse(502, "out of memory");
         return;
@@ -481,7 +673,8 @@ void Session::lingering_close() {
     if (lingering_) return;
     lingering_ = true;
     evutil_socket_t fd = bufferevent_getfd(client_.bev);
-    if (fd >= 0) shutdown(fd, SHUT_WR);
+    // A TLS connection cannot be half-closed under OpenSSL's feet.
+    if (fd >= 0 && !listener_->tls) shutdown(fd, SHUT_WR);
     bufferevent_enable(client_.bev, EV_READ);
     arm_timer(kLingeringCloseMs);
 }
@@ -496,6 +689,10 @@ void Session::open_tunnel(bool deflate) {
     for (bufferevent* bev : {client_.bev, backend_.bev}) {
         bufferevent_setwatermark(bev, EV_READ, 0, high);
         bufferevent_setwatermark(bev, EV_WRITE, high / 2, 0);
+        // libevent reads at most 16 KiB per call by default; bulk tunnels
+        // then pay a read (and its FIONREAD) per 16 KiB.
+        bufferevent_set_max_single_read(bev, std::min<std::size_t>(high, kMaxSingleIo));
+        bufferevent_set_max_single_write(bev, std::min<std::size_t>(high, kMaxSingleIo));
         bufferevent_enable(bev, EV_READ);
     }
     timespec opened{};
@@ -511,9 +708,11 @@ void Session::open_tunnel(bool deflate) {
 }
 
 // Moves whole frames and payload chunks from <from>'s input to the other
-// side's output without copying payload bytes, until the input is empty, the
+// side without copying payload bytes, until the input is empty, the
 // destination is over its high watermark (backpressure: stop reading the
-// source until it drains), or a frame needs more bytes.
+// source until it drains), or a frame needs more bytes. Consecutive data
+// bytes are forwarded as one run (one evbuffer move or one write), so many
+// small frames in one read cost one transfer, not one per frame.
 void Session::pump(Side from) {
     Endpoint& src = endpoint(from);
     Endpoint& dst = endpoint(other(from));
@@ -524,47 +723,40 @@ void Session::pump(Side from) {
     std::uint8_t front[ws::kMaxControlFrame];
     obs::WorkerMetrics& metrics = worker_.metrics();
     const auto dir = static_cast<std::size_t>(from == Side::Client ? obs::Dir::ClientToBackend : obs::Dir::BackendToClient);
+    const std::int64_t now = worker_.now_ms();
+    std::size_t run = 0;  // bytes at the front of <input> decided to go to <dst>
 
     for (;;) {
         if (src.close_received) {
             // Nothing may follow a close frame (RFC 6455 §5.5.1).
+            flush_run(from, run);
             evbuffer_drain(input, evbuffer_get_length(input));
             return;
         }
-        std::size_t available = evbuffer_get_length(input);
+        const std::size_t available = evbuffer_get_length(input) - run;
         if (available == 0) break;
-        // Once the destination is closed to data, frames are still scanned (a
-        // close reply or a pong must be seen) but their bytes are dropped.
-        const bool discard = dst.gone || dst.close_sent;
-        evbuffer* output = discard ? nullptr : bufferevent_get_output(dst.bev);
-        if (output && evbuffer_get_length(output) >= high) {
+        if (!dst.gone && !dst.close_sent && evbuffer_get_length(bufferevent_get_output(dst.bev)) >= high) {
             bufferevent_disable(src.bev, EV_READ);
             break;
         }
         std::size_t peek = 0;
         if (flow.scanner.at_frame_boundary()) {
-            peek = std::min(available, sizeof front);
-            evbuffer_copyout(input, front, peek);
+            // Only the header is needed to decide; a control frame is copied whole below.
+            peek = std::min(available, ws::kMaxHeaderBytes);
+            evbuffer_ptr at;
+            evbuffer_ptr_set(input, &at, run, EVBUFFER_PTR_SET);
+            evbuffer_copyout_from(input, &at, front, peek);
         }
         ws::Step step = flow.scanner.step(std::span<const std::uint8_t>(front, peek), available);
         switch (step.kind) {
             case ws::Step::Kind::NeedMore:
+                flush_run(from, run);
                 return;
             case ws::Step::Kind::Forward:
-                if (discard) {
-                    evbuffer_drain(input, step.bytes);
-                    if (from == Side::Client) record_.bytes_in += step.bytes;
-                    break;
-                }
-                evbuffer_remove_buffer(input, output, step.bytes);
+                run += step.bytes;
                 metrics.bytes[dir].add(step.bytes);
-                if (from == Side::Client) {
-                    record_.bytes_in += step.bytes;
-                } else {
-                    record_.bytes_out += step.bytes;
-                }
                 if (step.frame_start) {
-                    src.last_rx_ms = last_activity_ms_ = worker_.now_ms();
+                    src.last_rx_ms = last_activity_ms_ = now;
                     src.ping_outstanding = false;
                     metrics.frames[dir].add();
                 }
@@ -572,18 +764,59 @@ void Session::pump(Side from) {
                     ++flow.messages;
                     metrics.messages[dir].add();
                 }
+                // Bound a run by the watermark so one huge read does not
+                // bypass backpressure.
+                if (run >= high) {
+                    flush_run(from, run);
+                    run = 0;
+                }
                 break;
             case ws::Step::Kind::ControlFrame:
-                evbuffer_drain(input, step.bytes);
+                flush_run(from, run);
+                run = 0;
+                evbuffer_remove(input, front, step.bytes);
                 if (from == Side::Client) record_.bytes_in += step.bytes;
                 if (!handle_control_frame(from, front, step.header)) return;
                 break;
             case ws::Step::Kind::Error:
+                // The frames before the bad one were valid: they go through.
+                flush_run(from, run);
                 protocol_failure(from, step.close_code, step.reason);
                 return;
         }
-        if (dst.ping_pending && flow.scanner.at_frame_boundary()) send_ping(other(from));
+        if (dst.ping_pending && flow.scanner.at_frame_boundary()) {
+            flush_run(from, run);
+            run = 0;
+            send_ping(other(from));
+        }
     }
+    flush_run(from, run);
+}
+
+// Sends the first <bytes> of <from>'s input to the other side. When the
+// destination has nothing queued and is a plain socket, the bytes are
+// written straight from the source's buffer (one writev, no evbuffer move,
+// no write event to arm); what the socket does not take is queued.
+void Session::flush_run(Side from, std::size_t bytes) {
+    if (bytes == 0) return;
+    Endpoint& src = endpoint(from);
+    Endpoint& dst = endpoint(other(from));
+    evbuffer* input = bufferevent_get_input(src.bev);
+    if (from == Side::Client) record_.bytes_in += bytes;
+    if (dst.gone || dst.close_sent) {
+        // The destination is closed to data: frames were scanned (a close
+        // reply or a pong must be seen) but their bytes are dropped.
+        evbuffer_drain(input, bytes);
+        return;
+    }
+    if (from == Side::Backend) record_.bytes_out += bytes;
+    evbuffer* output = bufferevent_get_output(dst.bev);
+    if (dst.plain && evbuffer_get_length(output) == 0) {
+        int written = evbuffer_write_atmost(input, bufferevent_getfd(dst.bev), static_cast<ev_ssize_t>(bytes));
+        if (written > 0) bytes -= static_cast<std::size_t>(written);
+        if (bytes == 0) return;
+    }
+    evbuffer_remove_buffer(input, output, bytes);
 }
 
 // A whole control frame from <from> (already removed from its input). Returns
@@ -730,7 +963,7 @@ bool Session::monitors(Side side) const {
 std::int64_t Session::next_tunnel_deadline() const {
     const config::Config& config = generation_->config();
     std::int64_t next = drain_at_ms_;
-    if (config.timeouts.idle.count() > 0) next = last_activity_ms_ + config.timeouts.idle.count();
+    if (config.timeouts.idle.count() > 0) next = std::min(next, last_activity_ms_ + config.timeouts.idle.count());
     for (Side side : {Side::Client, Side::Backend}) {
         if (!monitors(side)) continue;
         const Endpoint& peer = side == Side::Client ? client_ : backend_;
@@ -788,6 +1021,9 @@ void Session::on_tunnel_timer() {
 
 void Session::shut_down() {
     switch (state_) {
+        case SessionState::ProxyingHttp:
+            http_->shut_down();
+            break;
         case SessionState::Open:
             send_close(Side::Client, ws::close_code::going_away, "shutdown");
             send_close(Side::Backend, ws::close_code::going_away, "shutdown");
@@ -869,6 +1105,7 @@ void Session::release(Side side) {
 void Session::finish() {
     if (state_ == SessionState::Closed) return;
     set_state(SessionState::Closed);
+    http_.reset();
     release(Side::Client);
     release(Side::Backend);
     if (backend_state_) {
@@ -882,9 +1119,12 @@ void Session::finish() {
                           .count();
     record_.messages_in = from_client_.messages;
     record_.messages_out = from_backend_.messages;
-    worker_.write_access(record_, generation_->config());
-    worker_.metrics().session_ended(obs::SessionKey{record_.pool, record_.backend, record_.status}, record_.close_code,
-                                    record_.close_by);
+    // A kept-alive connection that ends between requests has nothing to log.
+    if (!keepalive_wait_) {
+        worker_.write_access(record_, generation_->config());
+        worker_.metrics().session_ended(obs::SessionKey{record_.pool, record_.backend, record_.status},
+                                        record_.close_code, record_.close_by);
+    }
     worker_.session_finished(this);  // deletes this
 }
 

@@ -19,15 +19,21 @@
 #include "protocol/http1.h"
 #include "protocol/websocket.h"
 #include "runtime/generation.h"
+#include "runtime/http_exchange.h"
 
 namespace runtime {
 
 class Worker;
 
 enum class SessionState {
+    ReadingProxyHeader,  // listener speaks PROXY protocol: its v1/v2 header is not complete yet;
+                         // handshake timer armed
     ReadingRequest,    // client connected, request head incomplete; handshake timer armed
     Connecting,        // head valid, back end picked, TCP connect in flight; connect timer armed
     AwaitingResponse,  // head forwarded; waiting for the back end's response head; handshake timer armed
+    ProxyingHttp,      // a plain HTTP request went to an HttpExchange, which owns the client's
+                       // next response and its own timers; the session timer fires only to take
+                       // the connection back once the exchange has finished
     Refusing,          // a response (ours or the back end's refusal) is flowing to the client;
                        // the session ends once it is flushed; handshake timer armed
     Open,              // 101 relayed; frames flow both ways; idle/heartbeat timer armed
@@ -40,15 +46,16 @@ const char* to_string(SessionState state);
 // Which connection of a session.
 enum class Side { Client, Backend };
 
-class Session {
+class Session final : private HttpExchangeOwner {
 public:
     Session(Worker& worker, std::shared_ptr<const Generation> generation);
     ~Session();
     Session(const Session&) = delete;
     Session& operator=(const Session&) = delete;
 
-    // Takes ownership of the accepted <fd>. May end (and free) the session.
-    void start(int fd, const sockaddr* address, socklen_t length);
+    // Takes ownership of the accepted <fd>, accepted on <listener> (a
+    // listener of this session's generation). May end (and free) the session.
+    void start(int fd, const sockaddr* address, socklen_t length, const config::Listener& listener);
 
     // Graceful stop: tunnels get close 1001 "going away" on both sides,
     // sessions still in their handshake are cut. May free the session.
@@ -77,6 +84,7 @@ private:
         bool close_received = false;   // this peer sent a close frame
         bool gone = false;             // its connection is released
         bool flushing = false;         // released once its output drains
+        bool plain = false;            // a plain TCP socket (not TLS): may be written directly
         std::int64_t last_rx_ms = 0;   // last frame received from it (heartbeat)
         bool ping_pending = false;     // a heartbeat ping waits for a frame boundary
         bool ping_outstanding = false; // our ping is unanswered
@@ -103,7 +111,10 @@ private:
     void arm_timer(std::int64_t delay_ms);
 
     // Handshake.
+    void read_proxy_header();
+    void admit_client();
     void read_request();
+    bool authorize(const config::Route& route, const http1::RequestHead& request, std::string& claim_key);
     void handle_request(const http1::RequestHead& request, std::size_t head_bytes);
     void try_connect();
     void connect_failed(const char* why);
@@ -112,9 +123,17 @@ private:
     void refuse(int status, std::string_view reason, std::string_view extra_headers = {});
     void relay_refusal_body();
 
+    // Plain HTTP (session_http.cpp).
+    void start_http(const http1::RequestHead& request, std::size_t head_bytes);
+    void exchange_finished(HttpOutcome outcome) override;
+    void after_http();
+    void await_next_request();
+    void write_access_line();
+
     // Tunnel.
     void open_tunnel(bool deflate);
     void pump(Side from);
+    void flush_run(Side from, std::size_t bytes);
     bool handle_control_frame(Side from, const std::uint8_t* frame, const ws::FrameHeader& header);
     void send_ping(Side to);
     void send_close(Side to, std::uint16_t code, std::string_view reason);
@@ -149,7 +168,12 @@ private:
     http1::ResponseParser response_parser_;
     std::string forwarded_head_;
     std::string client_key_;     // Sec-WebSocket-Key, to check the back end's accept
-    std::string client_ip_;
+    std::string peer_ip_;        // the connection's source (or the PROXY header's)
+    std::string client_ip_;      // the client as resolved (trusted X-Forwarded-For), for hashing, limits, logs
+    const config::Listener* listener_ = nullptr;
+    std::vector<http1::Header> added_headers_;  // X-Auth-* from a verified token
+    std::vector<std::string> added_storage_;    // backing strings of added_headers_
+    std::vector<std::string> stripped_names_;   // every X-Auth-* name the route may send
     const PoolRuntime* pool_ = nullptr;
     std::size_t backend_index_ = chash::kNone;
     std::shared_ptr<BackendState> backend_state_;
@@ -159,6 +183,10 @@ private:
     std::uint64_t refusal_body_remaining_ = 0;  // bytes of a relayed refusal body still due
     bool refusal_until_eof_ = false;            // the refusal body ends when the back end closes
     bool lingering_ = false;                    // our response is out; draining the client's input
+    std::size_t sticky_index_ = chash::kNone;   // the back end the pool's sticky cookie names
+    std::unique_ptr<HttpExchange> http_;        // ProxyingHttp: the exchange in charge
+    HttpOutcome http_outcome_ = HttpOutcome::Close;
+    bool keepalive_wait_ = false;               // ReadingRequest after a response: no byte of the next request yet
 
     std::int64_t started_ms_ = 0;
     std::int64_t connect_started_ms_ = 0;

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <ctime>
 
@@ -21,16 +22,9 @@ namespace {
 
 constexpr int kListenBacklog = 4096;
 constexpr std::int64_t kAcceptPauseMs = 100;
+// Idle keep-alive connections kept per back end and worker (plain HTTP).
+constexpr std::size_t kMaxIdlePerBackend = 32;
 
-std::string ip_of(const sockaddr* address) {
-    char text[INET6_ADDRSTRLEN] = {};
-    if (address->sa_family == AF_INET) {
-        inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(address)->sin_addr, text, sizeof text);
-    } else if (address->sa_family == AF_INET6) {
-        inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(address)->sin6_addr, text, sizeof text);
-    }
-    return text;
-}
 
 // Answers a refused connection without creating a session: one non-blocking
 // send of a short response, then close. A client whose socket buffer cannot
@@ -45,9 +39,12 @@ void refuse_and_close(evutil_socket_t fd, int status, std::string_view reason) {
 
 }  // namespace
 
-Worker::Worker(Shared& shared, unsigned index) : shared_(shared), index_(index) {
+Worker::Worker(Shared& shared, unsigned index) : shared_(shared), index_(index), upstreams_(kMaxIdlePerBackend) {
     event_config* cfg = event_config_new();
     event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);  // one thread per base: no locks needed
+    // Batch epoll_ctl calls per loop turn, so that an event enabled and
+    // disabled within one turn costs no system call.
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
     base_ = event_base_new_with_config(cfg);
     event_config_free(cfg);
     std::random_device device;
@@ -65,6 +62,7 @@ Worker::Worker(Shared& shared, unsigned index) : shared_(shared), index_(index) 
 Worker::~Worker() {
     close_listeners();
     while (sessions_) sessions_->terminate();
+    upstreams_.clear();  // before the event base goes
     event_free(accept_resume_);
     event_free(drain_deadline_);
     event_free(notify_event_);
@@ -207,40 +205,47 @@ void Worker::on_accept(evconnlistener* listener, evutil_socket_t fd, sockaddr* a
 }
 
 void Worker::accept_connection(const BoundListener& bound, evutil_socket_t fd, sockaddr* address, int length) {
-    if (shutting_down_) {
+    const config::Config& config = generation_->config();
+    const config::Listener* listener = nullptr;
+    for (const config::Listener& l : config.listeners) {
+        if (l.listen.text == bound.address) listener = &l;
+    }
+    if (shutting_down_ || !listener) {
+        // Stopping, or accepted by a listener the newest generation removed
+        // (its close is already queued).
         evutil_closesocket(fd);
         return;
     }
-    const config::Config& config = generation_->config();
     if (shared_.connections.fetch_add(1, std::memory_order_relaxed) >= config.server.max_connections) {
         shared_.connections.fetch_sub(1, std::memory_order_relaxed);
         metrics_.connections_refused.add();
-        refuse_and_close(fd, 503, "too many connections");
+        if (listener->tls) {
+            // No session, so no TLS to answer in: a plain close.
+            evutil_closesocket(fd);
+        } else {
+            refuse_and_close(fd, 503, "too many connections");
+        }
         return;
     }
-    std::string per_ip_key;
-    if (config.limits.max_connections_per_ip > 0) {
-        per_ip_key = ip_of(address);
-        std::lock_guard lock(shared_.per_ip_mutex);
-        std::uint64_t& count = shared_.per_ip[per_ip_key];
-        if (count >= config.limits.max_connections_per_ip) {
-            if (count == 0) shared_.per_ip.erase(per_ip_key);
-            shared_.connections.fetch_sub(1, std::memory_order_relaxed);
-            metrics_.connections_refused.add();
-            refuse_and_close(fd, 429, "too many connections from this address");
-            return;
-        }
-        ++count;
-    }
     auto* session = new Session(*this, generation_);
-    session->per_ip_key = std::move(per_ip_key);
     session->listener_address = bound.address;
     metrics_.connection_opened(bound.address);
     session->next = sessions_;
     if (sessions_) sessions_->prev = session;
     sessions_ = session;
     ++session_count_;
-    session->start(fd, address, static_cast<socklen_t>(length));
+    session->start(fd, address, static_cast<socklen_t>(length), *listener);
+}
+
+bool Worker::acquire_per_ip(const std::string& client_ip) {
+    std::lock_guard lock(shared_.per_ip_mutex);
+    std::uint64_t& count = shared_.per_ip[client_ip];
+    if (count >= generation_->config().limits.max_connections_per_ip) {
+        if (count == 0) shared_.per_ip.erase(client_ip);
+        return false;
+    }
+    ++count;
+    return true;
 }
 
 void Worker::session_finished(Session* session) {
@@ -275,6 +280,25 @@ void Worker::on_accept_error(evconnlistener*, void* self) {
     evtimer_add(w->accept_resume_, &tv);
 }
 
+bool Worker::take_handshake_token(const std::string& client_ip, std::int64_t& retry_after_seconds) {
+    const config::Limits& limits = generation_->config().limits;
+    std::uint32_t burst = limits.handshake_burst > 0
+                              ? limits.handshake_burst
+                              : static_cast<std::uint32_t>(std::max(1.0, std::ceil(limits.handshakes_per_ip)));
+    std::lock_guard lock(shared_.handshake_mutex);
+    if (!shared_.handshake_bucket || shared_.handshake_rate != limits.handshakes_per_ip ||
+        shared_.handshake_burst != burst) {
+        shared_.handshake_bucket = std::make_unique<net::TokenBucket>(
+            net::TokenBucket::Options{limits.handshakes_per_ip, burst, 100000});
+        shared_.handshake_rate = limits.handshakes_per_ip;
+        shared_.handshake_burst = burst;
+    }
+    std::int64_t now = now_ms();
+    if (shared_.handshake_bucket->take(client_ip, now)) return true;
+    retry_after_seconds = shared_.handshake_bucket->retry_after_seconds(client_ip, now);
+    return false;
+}
+
 void Worker::write_access(const obs::AccessRecord& record, const config::Config& config) {
     if (!shared_.access_sink || !shared_.access_sink->enabled()) return;
     shared_.access_sink->write(config.log.format == config::LogFormat::Json ? obs::format_json(record)
@@ -290,6 +314,7 @@ void Worker::begin_shutdown() {
     if (shutting_down_) return;
     shutting_down_ = true;
     close_listeners();
+    upstreams_.clear();
     evtimer_del(accept_resume_);
     for (Session* s = sessions_; s;) {
         Session* next = s->next;

@@ -19,7 +19,9 @@
 #include "observability/access_log.h"
 #include "observability/error_log.h"
 #include "observability/metrics.h"
+#include "net/token_bucket.h"
 #include "runtime/generation.h"
+#include "runtime/upstream_pool.h"
 
 namespace runtime {
 
@@ -35,6 +37,13 @@ struct Shared {
     // only at accept and close, and only when that limit is on.
     std::mutex per_ip_mutex;
     std::unordered_map<std::string, std::uint64_t> per_ip;
+
+    // limits.handshakes_per_ip, shared by all workers (created on first use,
+    // rebuilt when a reload changes the rate).
+    std::mutex handshake_mutex;
+    std::unique_ptr<net::TokenBucket> handshake_bucket;
+    double handshake_rate = 0;
+    std::uint32_t handshake_burst = 0;
 
     // The newest generation; workers adopt it when notified.
     std::mutex generation_mutex;
@@ -74,6 +83,17 @@ public:
     void write_access(const obs::AccessRecord& record, const config::Config& config);
     void session_finished(Session* session);
     bool shutting_down() const { return shutting_down_; }
+    // limits.max_connections_per_ip: counts <client_ip> in, or false when
+    // it is at the limit. Released when the session that got it finishes.
+    bool acquire_per_ip(const std::string& client_ip);
+    // limits.handshakes_per_ip: false (with seconds until a retry may pass)
+    // when <client_ip> is over its rate.
+    bool take_handshake_token(const std::string& client_ip, std::int64_t& retry_after_seconds);
+    // Plain HTTP: idle keep-alive connections to back ends.
+    UpstreamPool& upstreams() { return upstreams_; }
+    // The newest generation this worker adopted (for the next request on a
+    // kept-alive connection).
+    const std::shared_ptr<const Generation>& generation() const { return generation_; }
 
 private:
     static void on_accept(evconnlistener* listener, evutil_socket_t fd, sockaddr* address, int length,
@@ -102,6 +122,7 @@ private:
     std::vector<BoundListener> listeners_;
     obs::WorkerMetrics metrics_;
     std::shared_ptr<const Generation> generation_;
+    UpstreamPool upstreams_;
     std::mt19937_64 rng_;
     int notify_fd_ = -1;           // eventfd: the main thread's wake-up call
     event* notify_event_ = nullptr;

@@ -9,7 +9,7 @@
 //   moved +1    the same when one back end is added (ideal: 1/(n+1))
 //   lookup      ns per pick(hash, 0, AllEligible) over precomputed key hashes
 //   build       time to build the table
-// Maglev runs with the default table size 65537, and once more with 655373 at
+// Maglev runs with the default table size 65537, and with 131071 and 655373 at
 // 100 back ends to show what a larger table buys.
 #include <algorithm>
 #include <chrono>
@@ -117,7 +117,7 @@ int main() {
         {chash::Algorithm::Ring, 3, 65537},     {chash::Algorithm::Ring, 10, 65537},
         {chash::Algorithm::Ring, 100, 65537},   {chash::Algorithm::Maglev, 3, 65537},
         {chash::Algorithm::Maglev, 10, 65537},  {chash::Algorithm::Maglev, 100, 65537},
-        {chash::Algorithm::Maglev, 100, 655373},
+        {chash::Algorithm::Maglev, 100, 131071},  {chash::Algorithm::Maglev, 100, 655373},
     };
     for (const Config& c : configs) {
         const Row r = measure(c.algorithm, c.backends, c.table_size, keys);

@@ -118,11 +118,14 @@ def version_8_426():
 
 
 @test
-def plain_get_426():
+def plain_get_proxied():
+    # Not an upgrade: wsgate proxies it as plain HTTP (90_http_proxy.py), and
+    # this back end, a WebSocket server, answers 426 itself.
     with Backend("echo", id="b1") as b, Wsgate({"backends": [b]}) as gw:
-        resp = raw_request(gw.port, f"GET / HTTP/1.1\r\nHost: {HOST}:{gw.port}\r\n\r\n".encode())
+        resp = raw_request(gw.port, f"GET / HTTP/1.1\r\nHost: {HOST}:{gw.port}\r\nConnection: close\r\n\r\n".encode())
         check_refusal(resp, 426, "plain GET")
         check_eq(resp[1].get("upgrade", "").lower(), "websocket", "Upgrade header")
+        check("websockets" in resp[1].get("server", ""), f"answer not from the back end: {resp[1]}")
 
 
 @test

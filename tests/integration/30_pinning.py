@@ -103,5 +103,26 @@ def maglev_removal_keeps_other_keys():
     return removal_case("maglev")
 
 
+@test
+def two_processes_agree():
+    """Several wsgate instances behind an L4 balancer agree on every key's
+    back end without talking to each other: the mapping depends only on the
+    configuration (here even listed in another order)."""
+    with ExitStack() as stack:
+        backends = three_backends(stack)
+        for algorithm in ("ring", "maglev"):
+            first = stack.enter_context(Wsgate({"pools": [
+                {"name": "main", "hash": "header:X-User", "algorithm": algorithm, "backends": backends}]}))
+            second = stack.enter_context(Wsgate({"pools": [
+                {"name": "main", "hash": "header:X-User", "algorithm": algorithm,
+                 "backends": list(reversed(backends))}]}))
+            keys = [f"user-{k}" for k in range(40)]
+            a = {k: whoami(first.port, "/", [("X-User", k)]) for k in keys}
+            b = {k: whoami(second.port, "/", [("X-User", k)]) for k in keys}
+            check_eq(a, b, f"{algorithm}: back end per key in two processes")
+            check(len(set(a.values())) == 3, f"{algorithm}: 40 keys did not reach all 3 back ends: {a}")
+        return "40 keys, ring and maglev: identical choices in two processes"
+
+
 if __name__ == "__main__":
     main()

@@ -15,16 +15,22 @@ for that line. Modes:
   silent  complete the handshake, then stop reading the socket: never
           answers a frame (not even a ping), never pings.
 
+With --health-path PATH a plain GET of PATH (no Upgrade header) is answered
+200 "ok" instead of a WebSocket handshake, for HTTP health probes.
+
 With --events FILE every connection appends JSON lines: {"event": "open",
 "path": ...} and, when it ends, {"event": "close", "code": N, "reason": S}
 where code/reason are what the peer's close frame carried (1006 if none).
+With --tls-cert PEM --tls-key PEM the server speaks wss:// (TLS 1.2+).
 The process exits when its parent dies, so a killed test leaks nothing.
 """
 
 import argparse
 import asyncio
+import http
 import json
 import os
+import ssl
 import struct
 import sys
 
@@ -41,6 +47,9 @@ def parse_args():
     p.add_argument("--size", type=int, default=1024, help="flood: bytes each")
     p.add_argument("--subprotocols", default="", help="comma-separated")
     p.add_argument("--events", default="", help="JSON-lines event file")
+    p.add_argument("--health-path", default="", help="plain GET here -> 200")
+    p.add_argument("--tls-cert", default="", help="serve wss:// with this PEM chain")
+    p.add_argument("--tls-key", default="", help="private key of --tls-cert")
     return p.parse_args()
 
 
@@ -116,10 +125,20 @@ async def main():
                 events.write(event="close", code=ws.close_code,
                              reason=ws.close_reason)
 
+    async def process_request(path, request_headers):
+        if (args.health_path and path == args.health_path
+                and "upgrade" not in request_headers):
+            return http.HTTPStatus.OK, [("Content-Type", "text/plain")], b"ok\n"
+        return None
+
     subprotocols = [s for s in args.subprotocols.split(",") if s] or None
+    tls = None
+    if args.tls_cert:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key or None)
     server = await websockets.serve(
         handler, args.host, args.port, ping_interval=None, max_size=None,
-        subprotocols=subprotocols, close_timeout=2,
+        subprotocols=subprotocols, close_timeout=2, process_request=process_request, ssl=tls,
         compression=None if args.mode == "flood" else "deflate")
     port = server.sockets[0].getsockname()[1]
     print("listening", port, flush=True)

@@ -175,6 +175,8 @@ def _toml_value(v):
         return "true" if v else "false"
     if isinstance(v, int):
         return str(v)
+    if isinstance(v, float):
+        return repr(v)
     if isinstance(v, str):
         return json.dumps(v)  # JSON string escapes are valid TOML basic strings
     raise HarnessError(f"cannot render {v!r} as TOML")
@@ -191,15 +193,30 @@ def _address(b):
     return b if isinstance(b, str) else b.address
 
 
+def _backend_table(b):
+    """[[pool.backend]] keys of <b>: an address, a Backend/RawBackend object,
+    or a dict {address (or backend), id, weight}."""
+    if isinstance(b, dict):
+        values = dict(b)
+        if "backend" in values:
+            values["address"] = _address(values.pop("backend"))
+        return values
+    return {"address": _address(b)}
+
+
 def render_config(port, tmpdir, backends=None, pools=None, routes=None,
                   listeners=None, server=None, log=None, timeouts=None,
-                  heartbeat=None, limits=None):
+                  heartbeat=None, limits=None, admin=None):
     """TOML text for one wsgate configuration with fast test defaults.
 
     <backends> (addresses or Backend/RawBackend objects) is a shortcut for a
     single pool "main" hashed on the client IP; <pools> is a list of dicts
-    {name, hash, algorithm, backends}. <routes> defaults to "/" -> the first
-    pool. The other arguments override keys of their TOML table.
+    {name, hash, algorithm, balance_factor, health, backends}, where
+    <health> is a dict of [pool.health] keys and a back end may also be a
+    dict {address or backend, id, weight}. <routes> defaults to "/" -> the
+    first pool. <admin> is the [admin] listen address ("127.0.0.1:PORT"),
+    None for no admin endpoint. The other arguments override keys of their
+    TOML table.
     """
     if pools is None:
         pools = [{"name": "main", "backends": backends or []}]
@@ -212,6 +229,8 @@ def render_config(port, tmpdir, backends=None, pools=None, routes=None,
                             "format": "json",
                             "error": os.path.join(tmpdir, "error.log"),
                             "level": "info", **(log or {})})
+    if admin is not None:
+        _table(lines, "[admin]", {"listen": admin})
     for listen in listeners or [f"{HOST}:{port}"]:
         _table(lines, "[[listener]]", {"listen": listen})
     _table(lines, "[timeouts]", {"handshake": "5s", "connect": "2s",
@@ -225,11 +244,15 @@ def render_config(port, tmpdir, backends=None, pools=None, routes=None,
     for route in routes:
         _table(lines, "[[route]]", {"path_prefix": "/", "host": "", **route})
     for pool in pools:
-        _table(lines, "[[pool]]", {"name": pool["name"],
-                                   "hash": pool.get("hash", "ip"),
-                                   "algorithm": pool.get("algorithm", "ring")})
+        pool_values = {"name": pool["name"], "hash": pool.get("hash", "ip"),
+                       "algorithm": pool.get("algorithm", "ring")}
+        if "balance_factor" in pool:
+            pool_values["balance_factor"] = pool["balance_factor"]
+        _table(lines, "[[pool]]", pool_values)
+        if pool.get("health") is not None:
+            _table(lines, "[pool.health]", pool["health"])
         for b in pool["backends"]:
-            _table(lines, "[[pool.backend]]", {"address": _address(b)})
+            _table(lines, "[[pool.backend]]", _backend_table(b))
     return "\n".join(lines)
 
 
@@ -415,6 +438,33 @@ class Wsgate:
     def reload(self):
         os.kill(self.proc.pid, signal.SIGHUP)
 
+    def rewrite_config(self, config):
+        """Replaces the configuration file (no signal sent): <config> is a
+        dict of render_config() arguments (the port defaults to the one in
+        use) or TOML text, written as is."""
+        if isinstance(config, dict):
+            config = dict(config)
+            port = config.pop("port", None) or self.port
+            config = render_config(port, self.tmpdir, **config)
+        self.config_text = config
+        tmp = self.config_path + ".new"
+        with open(tmp, "w") as f:
+            f.write(config)
+        os.replace(tmp, self.config_path)
+
+    def error_log_offset(self):
+        """The error log's current length, for wait_error_log(since=...)."""
+        return len(self.error_log())
+
+    def wait_error_log(self, pattern, timeout=5.0, since=0):
+        """The first match of regex <pattern> in the error log after
+        character <since>, polling up to <timeout> s; None if none came."""
+        found = wait_until(lambda: re.search(pattern, self.error_log()[since:]), timeout)
+        return found or None
+
+    def signal(self, sig):
+        os.kill(self.proc.pid, sig)
+
     def stop(self, timeout=5.0):
         """SIGTERM, wait; returns the exit code (raises if it hangs)."""
         if self.proc.poll() is None:
@@ -444,9 +494,11 @@ class Backend:
     """
 
     def __init__(self, mode="echo", id="backend", port=0, count=None,
-                 size=None, subprotocols=None):
+                 size=None, subprotocols=None, health_path=None, tls_cert=None, tls_key=None):
         self.mode, self.id, self.port = mode, id, port
         self.count, self.size, self.subprotocols = count, size, subprotocols
+        self.health_path = health_path
+        self.tls_cert, self.tls_key = tls_cert, tls_key
         self.dir = new_tmpdir("backend-" + id)
         self.events_path = os.path.join(self.dir, "events.jsonl")
         self.proc = None
@@ -470,6 +522,10 @@ class Backend:
             argv += ["--size", str(self.size)]
         if self.subprotocols:
             argv += ["--subprotocols", ",".join(self.subprotocols)]
+        if self.health_path:
+            argv += ["--health-path", self.health_path]
+        if self.tls_cert:
+            argv += ["--tls-cert", self.tls_cert, "--tls-key", self.tls_key]
         with open(os.path.join(self.dir, "stderr"), "ab") as err:
             self.proc = _spawn(argv, stdout=subprocess.PIPE, stderr=err)
         fd = self.proc.stdout.fileno()
@@ -1130,6 +1186,227 @@ def ws_connect(port, path="/", **kwargs):
     options = dict(ping_interval=None, max_size=None, open_timeout=5, close_timeout=2)
     options.update(kwargs)
     return websockets.connect(f"ws://{HOST}:{port}{path}", **options)
+
+
+def whoami(port, path="/", extra=(), timeout=5.0):
+    """The id of the echo Backend that answers a fresh session on <path>
+    (its "whoami" command); the session is closed cleanly."""
+    ws = RawWs.connect(port, path, extra=extra, timeout=timeout)
+    try:
+        ws.send_text("whoami")
+        reply = ws.recv_message(timeout=timeout)
+        if reply is None or reply[0] != OP_TEXT:
+            raise AssertionError(f"whoami on {path}: answer {reply!r}")
+        ws.send_close(1000)
+        ws.recv_close(timeout=timeout)
+        return reply[1].decode().removeprefix("id:")
+    finally:
+        ws.close()
+
+
+# --------------------------------------------------------------------------
+# Admin endpoint (/metrics, /healthz, /status).
+
+def http_get(port, path, method="GET", timeout=5.0):
+    """(status, {lower-case header: value}, body bytes) of one HTTP/1.1
+    request to 127.0.0.1:<port>; reads until the server closes."""
+    data = (f"{method} {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+            f"Connection: close\r\n\r\n").encode()
+    return raw_request(port, data, timeout)
+
+
+def admin_status(port, timeout=5.0):
+    """/status as a dict; raises AssertionError unless it is a 200 with JSON."""
+    status, _, body = http_get(port, "/status", timeout=timeout)
+    if status != 200:
+        raise AssertionError(f"/status answered {status}: {body[:200]!r}")
+    return json.loads(body)
+
+
+def backend_up(status, pool, backend_id):
+    """The `up` flag of back end <backend_id> of <pool> in a /status dict
+    (None when it is not listed)."""
+    for p in status.get("pools", []):
+        if p.get("name") == pool:
+            for b in p.get("backends", []):
+                if b.get("id") == backend_id:
+                    return b.get("up")
+    return None
+
+
+_METRIC_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_LABEL = r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"'
+_SAMPLE_RE = re.compile(r"^(" + _METRIC_NAME + r")(?:\{(.*)\})? (\S+)(?: (-?\d+))?$")
+_LABEL_RE = re.compile(_LABEL)
+_METRIC_TYPES = ("counter", "gauge", "histogram", "summary", "untyped")
+
+
+class Metrics:
+    """A strictly parsed Prometheus text exposition (format 0.0.4).
+
+    `types` maps family name -> type, `helps` family -> help text and
+    `samples` is a list of (name, {label: value}, float value) in order.
+    """
+
+    def __init__(self, types, helps, samples):
+        self.types, self.helps, self.samples = types, helps, samples
+
+    def get(self, name, **labels):
+        """The value of the one sample <name> whose labels include <labels>
+        (0 when there is none; AssertionError when several match)."""
+        found = [v for n, l, v in self.samples
+                 if n == name and all(l.get(k) == str(x) for k, x in labels.items())]
+        if len(found) > 1:
+            raise AssertionError(f"{len(found)} samples of {name} match {labels}")
+        return found[0] if found else 0
+
+    def total(self, name, **labels):
+        """The sum over the samples <name> whose labels include <labels>."""
+        return sum(v for n, l, v in self.samples
+                   if n == name and all(l.get(k) == str(x) for k, x in labels.items()))
+
+
+def _parse_labels(text, where):
+    labels = {}
+    pos = 0
+    while pos < len(text):
+        m = _LABEL_RE.match(text, pos)
+        if not m:
+            raise AssertionError(f"{where}: bad label syntax at {text[pos:]!r}")
+        name = m.group(1)
+        if name in labels:
+            raise AssertionError(f"{where}: label {name} repeated")
+        labels[name] = re.sub(r"\\(.)", lambda e: "\n" if e.group(1) == "n" else e.group(1),
+                              m.group(2))
+        pos = m.end()
+        if pos < len(text):
+            if text[pos] != ",":
+                raise AssertionError(f"{where}: expected ',' between labels, got {text[pos:]!r}")
+            pos += 1
+    return labels
+
+
+def _family_of(name, types):
+    """The declared family of sample <name> (histogram and summary samples
+    carry a suffix)."""
+    if name in types:
+        return name
+    for suffix in ("_bucket", "_sum", "_count"):
+        base = name[:-len(suffix)]
+        if name.endswith(suffix) and types.get(base) in ("histogram", "summary"):
+            if suffix == "_bucket" and types[base] != "histogram":
+                continue
+            return base
+    return None
+
+
+def parse_prometheus(text):
+    """Parses <text> strictly; raises AssertionError on the first problem:
+    a line that is neither `# HELP`, `# TYPE`, another comment nor a sample
+    `name{labels} value [timestamp]`; a TYPE declared twice or after its
+    samples; a sample whose family has no TYPE; a family whose samples are
+    not together; a repeated series; a value that is not a float; a counter
+    below 0; a histogram whose buckets are not cumulative, do not end in
+    le="+Inf", or whose _count differs from the +Inf bucket."""
+    if not text.endswith("\n"):
+        raise AssertionError("exposition does not end with a newline")
+    types, helps, samples = {}, {}, []
+    seen_series, finished, current = set(), set(), None
+    for number, line in enumerate(text.split("\n")[:-1], 1):
+        where = f"line {number} {line!r}"
+        if line.startswith("#"):
+            parts = line.split(" ", 3)
+            if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
+                name = parts[2]
+                if not re.fullmatch(_METRIC_NAME, name):
+                    raise AssertionError(f"{where}: bad metric name")
+                if parts[1] == "TYPE":
+                    if len(parts) != 4 or parts[3] not in _METRIC_TYPES:
+                        raise AssertionError(f"{where}: bad TYPE line")
+                    if name in types:
+                        raise AssertionError(f"{where}: TYPE repeated")
+                    if any(_family_of(n, {name: parts[3]}) == name for n, _, _ in samples):
+                        raise AssertionError(f"{where}: TYPE after samples of {name}")
+                    types[name] = parts[3]
+                else:
+                    if name in helps:
+                        raise AssertionError(f"{where}: HELP repeated")
+                    helps[name] = parts[3] if len(parts) == 4 else ""
+            continue
+        if not line.strip():
+            raise AssertionError(f"{where}: blank line")
+        m = _SAMPLE_RE.match(line)
+        if not m:
+            raise AssertionError(f"{where}: not a sample line")
+        name, label_text, value_text = m.group(1), m.group(2), m.group(3)
+        labels = _parse_labels(label_text, where) if label_text else {}
+        try:
+            value = float(value_text)
+        except ValueError:
+            raise AssertionError(f"{where}: value {value_text!r} is not a float")
+        family = _family_of(name, types)
+        if family is None:
+            raise AssertionError(f"{where}: no TYPE declared for {name}")
+        if family != current:
+            if family in finished:
+                raise AssertionError(f"{where}: samples of {family} are not together")
+            if current is not None:
+                finished.add(current)
+            current = family
+        series = (name, tuple(sorted(labels.items())))
+        if series in seen_series:
+            raise AssertionError(f"{where}: series repeated")
+        seen_series.add(series)
+        if types[family] == "counter" and value < 0:
+            raise AssertionError(f"{where}: counter below 0")
+        if types[family] == "histogram" and name == family:
+            raise AssertionError(f"{where}: histogram sample without _bucket/_sum/_count")
+        samples.append((name, labels, value))
+    for family, kind in types.items():
+        if kind == "histogram":
+            _check_histogram(family, samples)
+    return Metrics(types, helps, samples)
+
+
+def _check_histogram(family, samples):
+    groups = {}
+    for name, labels, value in samples:
+        if name in (family + "_bucket", family + "_sum", family + "_count"):
+            rest = tuple(sorted((k, v) for k, v in labels.items() if k != "le"))
+            groups.setdefault(rest, []).append((name, labels, value))
+    for rest, group in groups.items():
+        buckets = [(l.get("le"), v) for n, l, v in group if n == family + "_bucket"]
+        counts = [v for n, _, v in group if n == family + "_count"]
+        sums = [v for n, _, v in group if n == family + "_sum"]
+        what = f"histogram {family}{dict(rest) or ''}"
+        if not buckets or buckets[-1][0] != "+Inf":
+            raise AssertionError(f"{what}: buckets do not end in le=\"+Inf\": {buckets}")
+        if len(counts) != 1 or len(sums) != 1:
+            raise AssertionError(f"{what}: needs one _sum and one _count")
+        bounds = []
+        for le, _ in buckets:
+            try:
+                bounds.append(float(le))
+            except (TypeError, ValueError):
+                raise AssertionError(f"{what}: bad le {le!r}")
+        if bounds != sorted(bounds) or len(set(bounds)) != len(bounds):
+            raise AssertionError(f"{what}: le bounds not strictly increasing: {bounds}")
+        values = [v for _, v in buckets]
+        if values != sorted(values):
+            raise AssertionError(f"{what}: buckets not cumulative: {values}")
+        if counts[0] != values[-1]:
+            raise AssertionError(f"{what}: _count {counts[0]} != +Inf bucket {values[-1]}")
+
+
+def scrape(port, timeout=5.0):
+    """GET /metrics, checked (200, Prometheus text content type) and parsed."""
+    status, headers, body = http_get(port, "/metrics", timeout=timeout)
+    if status != 200:
+        raise AssertionError(f"/metrics answered {status}: {body[:200]!r}")
+    ctype = headers.get("content-type", "")
+    if not ctype.startswith("text/plain") or "version=0.0.4" not in ctype:
+        raise AssertionError(f"/metrics content type {ctype!r}")
+    return parse_prometheus(body.decode("utf-8"))
 
 
 # --------------------------------------------------------------------------

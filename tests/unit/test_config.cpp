@@ -271,24 +271,24 @@ TEST_CASE("config: unknown keys at every level") {
     CHECK(load_error(base("[admin]\nlisten = \"127.0.0.1:9090\"\nport = 1\n")) ==
           "t.toml:9:1: admin.port: unknown key (expected listen)");
     CHECK(load_error(base("[timeouts]\nread = \"1s\"\n")) ==
-          "t.toml:8:1: timeouts.read: unknown key (expected handshake, connect or idle)");
+          "t.toml:8:1: timeouts.read: unknown key (expected handshake, connect, idle, keepalive or response)");
     CHECK(load_error(base("[heartbeat]\nintervall = \"1s\"\n")) ==
           "t.toml:8:1: heartbeat.intervall: unknown key (expected interval, timeout or peers)");
     CHECK(load_error(base("[limits]\nmax_frame_bytes = 1\n")) ==
           "t.toml:8:1: limits.max_frame_bytes: unknown key (expected max_header_bytes, max_message_bytes, "
-          "max_connections_per_ip or buffer_bytes)");
+          "max_connections_per_ip, buffer_bytes, handshakes_per_ip or handshake_burst)");
     CHECK(load_error(base("[[route]]\npool = \"main\"\nprefix = \"/\"\n")) ==
-          "t.toml:9:1: route[0].prefix: unknown key (expected path_prefix, host or pool)");
+          "t.toml:9:1: route[0].prefix: unknown key (expected path_prefix, host, pool, allowed_origins or auth)");
     CHECK(load_error(base("wieght = 2\n")) ==
-          "t.toml:7:1: pool[0].backend[0].wieght: unknown key (expected address, weight or id)");
+          "t.toml:7:1: pool[0].backend[0].wieght: unknown key (expected address, weight, id or tls)");
     CHECK(load_error(base("[[pool]]\nname = \"b\"\nbackends = []\n[[pool.backend]]\naddress = \"127.0.0.1:1\"\n[[route]]\npool = \"main\"\n")) ==
-          "t.toml:9:1: pool[1].backends: unknown key (expected name, hash, algorithm, balance_factor, health or backend)");
+          "t.toml:9:1: pool[1].backends: unknown key (expected name, hash, algorithm, balance_factor, maglev_table_size, health, tls, sticky_cookie or backend)");
     CHECK(load_error("[[listener]]\nlisten = \"127.0.0.1:1\"\ntls = true\n[[pool]]\nname = \"a\"\n"
                      "backend = [{address = \"127.0.0.1:2\"}]\n") ==
-          "t.toml:3:1: listener[0].tls: unknown key (expected listen)");
+          "t.toml:3:7: listener[0].tls: expected a table ([listener.tls]), got a boolean");
     CHECK(load_error("[[listener]]\nlisten = \"127.0.0.1:1\"\n[[pool]]\nname = \"a\"\n"
                      "backend = [{address = \"127.0.0.1:2\", w = 1}]\n") ==
-          "t.toml:5:38: pool[0].backend[0].w: unknown key (expected address, weight or id)");
+          "t.toml:5:38: pool[0].backend[0].w: unknown key (expected address, weight, id or tls)");
 }
 
 TEST_CASE("config: wrong types") {
@@ -352,7 +352,7 @@ TEST_CASE("config: bad values") {
           "t.toml:8:9: log.level: expected \"debug\", \"info\", \"warn\" or \"error\", got \"trace\"");
     CHECK(load_error(base("[log]\nerror = \"\"\n")) == "t.toml:8:9: log.error: expected a path or \"-\" (stderr), got \"\"");
     CHECK(load_error(base("[[pool]]\nname = \"b\"\nhash = \"header:\"\nbackend = [{address = \"127.0.0.1:1\"}]\n[[route]]\npool = \"main\"\n")) ==
-          "t.toml:9:8: pool[1].hash: expected \"ip\", \"path\", \"header:NAME\", \"cookie:NAME\" or \"query:NAME\", "
+          "t.toml:9:8: pool[1].hash: expected \"ip\", \"path\", \"header:NAME\", \"cookie:NAME\", \"query:NAME\" or \"claim:NAME\", "
           "got \"header:\"");
     CHECK(load_error(base("[[pool]]\nname = \"b\"\nalgorithm = \"rendezvous\"\nbackend = [{address = \"127.0.0.1:1\"}]\n[[route]]\npool = \"main\"\n")) ==
           "t.toml:9:13: pool[1].algorithm: expected \"ring\" or \"maglev\", got \"rendezvous\"");
@@ -705,4 +705,58 @@ TEST_CASE("config: [pool.health] defaults, values and errors") {
     CHECK(load_error("[[listener]]\nlisten = \"127.0.0.1:8080\"\n[[pool]]\nname = \"main\"\nhealth = 1\n"
                      "[[pool.backend]]\naddress = \"127.0.0.1:9001\"\n") ==
           "t.toml:5:10: pool[0].health: expected a table ([pool.health]), got an integer");
+}
+
+TEST_CASE("config: maglev_table_size must be a prime in range") {
+    CHECK(load_ok(kBase)->pools[0].maglev_table_size == 65537);
+    auto with = [](std::string_view size) {
+        return "[[listener]]\nlisten = \"127.0.0.1:8080\"\n[[pool]]\nname = \"main\"\nalgorithm = \"maglev\"\n"
+               "maglev_table_size = " + std::string(size) + "\n[[pool.backend]]\naddress = \"127.0.0.1:9001\"\n";
+    };
+    CHECK(load_ok(with("131071"))->pools[0].maglev_table_size == 131071);
+    CHECK(load_error(with("65536")) ==
+          "t.toml:6:21: pool[0].maglev_table_size: must be a prime number (e.g. 65537, 131071, 655373), got 65536");
+    CHECK(load_error(with("7")) == "t.toml:6:21: pool[0].maglev_table_size: must be between 251 and 16777259, got 7");
+}
+
+TEST_CASE("config: proxy_protocol cannot be combined with TLS") {
+    // The certificate files do not exist either: both problems are reported.
+    const auto errors = load_errors("[[listener]]\nlisten = \"127.0.0.1:8443\"\nproxy_protocol = true\n[listener.tls]\n"
+                                    "cert = \"/nonexistent.crt\"\nkey = \"/nonexistent.key\"\n"
+                                    "[[pool]]\nname = \"main\"\n[[pool.backend]]\naddress = \"127.0.0.1:9001\"\n");
+    REQUIRE(errors.size() == 2);
+    CHECK(errors[0] ==
+          "t.toml:3:18: listener[0].proxy_protocol: cannot be combined with [listener.tls] (PROXY protocol before TLS "
+          "is not supported)");
+    CHECK(errors[1].rfind("t.toml:4:1: listener[0].tls: /nonexistent.crt: cannot load certificate", 0) == 0);
+}
+
+TEST_CASE("config: plain HTTP settings: sticky_cookie, timeouts.keepalive and timeouts.response") {
+    auto defaults = load_ok(kBase);
+    CHECK(defaults->pools[0].sticky_cookie.empty());
+    CHECK(defaults->timeouts.keepalive == std::chrono::seconds(60));
+    CHECK(defaults->timeouts.response == std::chrono::seconds(60));
+
+    auto cfg = load_ok("[timeouts]\nkeepalive = \"0s\"\nresponse = \"25s\"\n[[listener]]\nlisten = \"127.0.0.1:8080\"\n"
+                       "[[pool]]\nname = \"main\"\nsticky_cookie = \"io_srv-1\"\n[[pool.backend]]\naddress = \"127.0.0.1:9001\"\n");
+    CHECK(cfg->timeouts.keepalive == 0ms);
+    CHECK(cfg->timeouts.response == 25s);
+    CHECK(cfg->pools[0].sticky_cookie == "io_srv-1");
+    CHECK(load_ok("[[listener]]\nlisten = \"127.0.0.1:8080\"\n[[pool]]\nname = \"main\"\nsticky_cookie = \"\"\n"
+                  "[[pool.backend]]\naddress = \"127.0.0.1:9001\"\n")
+              ->pools[0]
+              .sticky_cookie.empty());
+    // A pool key, not a back-end key.
+    CHECK(load_error(base("sticky_cookie = \"a\"\n")) ==
+          "t.toml:7:1: pool[0].backend[0].sticky_cookie: unknown key (expected address, weight, id or tls)");
+    CHECK(load_error("[[listener]]\nlisten = \"127.0.0.1:8080\"\n[[pool]]\nname = \"main\"\nsticky_cookie = \"a;b\"\n"
+                     "[[pool.backend]]\naddress = \"127.0.0.1:9001\"\n") ==
+          "t.toml:5:17: pool[0].sticky_cookie: expected a cookie name (letters, digits and !#$%&'*+-.^_`|~), got \"a;b\"");
+    CHECK(load_error("[[listener]]\nlisten = \"127.0.0.1:8080\"\n[[pool]]\nname = \"main\"\nsticky_cookie = 1\n"
+                     "[[pool.backend]]\naddress = \"127.0.0.1:9001\"\n") ==
+          "t.toml:5:17: pool[0].sticky_cookie: expected a string, got an integer");
+    CHECK(load_error("[timeouts]\nresponse = \"0s\"\n" + base("")) ==
+          "t.toml:2:12: timeouts.response: must be greater than 0s, got \"0s\"");
+    CHECK(load_error("[timeouts]\nkeepalive = \"soon\"\n" + base("")) ==
+          "t.toml:2:13: timeouts.keepalive: expected a duration: a non-negative integer and a unit ms, s, m or h, as in \"30s\", got \"soon\"");
 }

@@ -19,6 +19,7 @@ TEST_CASE("parse_key_spec: accepted forms, and to_string gives them back") {
         {"cookie:session", KeySource::Cookie, "session"},
         {"query:room", KeySource::Query, "room"},
         {"query:a:b", KeySource::Query, "a:b"},
+        {"claim:sub", KeySource::Claim, "sub"},
     };
     for (const Case& c : cases) {
         CAPTURE(c.text);
@@ -32,7 +33,7 @@ TEST_CASE("parse_key_spec: accepted forms, and to_string gives them back") {
 
 TEST_CASE("parse_key_spec: rejected forms") {
     for (std::string_view text : {"", "IP", "Path", "ip ", " ip", "header:", "cookie:", "query:", "header",
-                                  "cookie", "query", "Header:X", "host", "uri", "ip:x", "path:/a"}) {
+                                  "cookie", "query", "Header:X", "host", "uri", "ip:x", "path:/a", "claim:", "claim"}) {
         CAPTURE(text);
         KeySpec spec;
         CHECK_FALSE(chash::parse_key_spec(text, spec));
