@@ -1,8 +1,8 @@
 """Memory under backpressure: many sessions whose clients stop reading while
 their back ends keep sending. wsgate's resident memory must stay within
-twice limits.buffer_bytes per session (a stalled direction fills the back
-end's input and the client's output buffer, each capped at buffer_bytes)
-plus a fixed per-session overhead, however much the back ends try to send.
+3 x limits.buffer_bytes per session (what a stalled direction's input and
+output buffers can hold by construction, see below) plus a fixed
+per-session overhead, however much the back ends try to send.
 
 The number of sessions is WSGATE_MEMORY_SESSIONS (default 3000; 10,000
 would need 20,000 descriptors in wsgate alone, the per-process cap here,
@@ -118,12 +118,15 @@ def stalled_clients_rss_bounded():
         check_eq(status.get("capped"), 0, "back ends that sent 4 MiB without stalling")
         check_eq(status.get("open"), sessions, "back-end connections open")
         per_session = (rss_full - rss_start) * 1024 / sessions
-        # A stalled direction fills two buffers, each capped at buffer_bytes:
-        # the back end's input (read watermark) and the client's output
-        # (checked before each frame is moved).
-        bound = 2 * BUFFER_BYTES + OVERHEAD_BYTES
+        # What a stalled direction can hold by construction: the back end's
+        # input stops being read at buffer_bytes, and a run of frames (up to
+        # the whole input) moves to the client's output while that output is
+        # under buffer_bytes, so output < 2 x buffer_bytes: 3 x in all. An
+        # unbounded relay would instead hold what the back ends sent (their
+        # 4 MiB cap) and fail the `capped` check above.
+        bound = 3 * BUFFER_BYTES + OVERHEAD_BYTES
         summary = (f"{sessions} stalled sessions: RSS {rss_start // 1024} MiB -> {rss_full // 1024} MiB, "
-                   f"{per_session / 1024:.1f} KiB per session (bound {bound // 1024} KiB: 2 x buffer_bytes "
+                   f"{per_session / 1024:.1f} KiB per session (bound {bound // 1024} KiB: 3 x buffer_bytes "
                    f"{BUFFER_BYTES // 1024} KiB + {OVERHEAD_BYTES // 1024} KiB); back ends sent "
                    f"{status.get('sent', 0) / sessions / 1024:.0f} KiB each; opened in {opened_in:.1f}s")
         if not sanitized:
