@@ -98,7 +98,7 @@ fuzz-build: deps
 	$(MAKE) $(FUZZ_BINS) BUILD=$(FUZZ_BUILD) CXX=clang++
 
 $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.cpp $(FUZZ_BUILD)/libwsgate.a
-	$(CXX) -std=c++20 -O1 -g -Iproxy $(PKG_CFLAGS) -fsanitize=fuzzer $(FUZZ_SAN) \
+	$(CXX) -std=c++20 -O1 -g -Wall -Wextra -Werror -Iproxy $(PKG_CFLAGS) -fsanitize=fuzzer $(FUZZ_SAN) \
 		-o $@ $< $(FUZZ_BUILD)/libwsgate.a $(LDLIBS)
 
 # Runs every target for FUZZ_SECONDS; any crash fails.

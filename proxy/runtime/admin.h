@@ -41,7 +41,7 @@ private:
     static void on_accept(evconnlistener*, evutil_socket_t fd, sockaddr*, int, void* self);
 
     event_base* base_;
-    obs::ErrorLog& log_;
+    [[maybe_unused]] obs::ErrorLog& log_;  // nothing to log: listen() returns its errors
     Handler handler_;
     evconnlistener* listener_ = nullptr;
     std::string address_;

@@ -74,9 +74,9 @@ def _raise_nofile():
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _spawn(argv, **kwargs):
+def _spawn(argv, preexec=_raise_nofile, **kwargs):
     proc = subprocess.Popen(argv, start_new_session=True,
-                            preexec_fn=_raise_nofile, **kwargs)
+                            preexec_fn=preexec, **kwargs)
     _children.append(proc)
     return proc
 
@@ -261,6 +261,29 @@ def wsgate_binary():
                                         "wsgate"))
 
 
+# Lines a sanitizer runtime prints when it finds something (ASan, LSan, UBSan).
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                     "runtime error:", "SUMMARY: UndefinedBehaviorSanitizer",
+                     "ERROR: ThreadSanitizer")
+_sanitized = None
+
+
+def sanitizer_build():
+    """True when the wsgate binary under test carries the ASan or UBSan
+    runtime (`make asan`): gateways are then stopped with SIGTERM at the end
+    of a `with` block, so LeakSanitizer runs, and their exit status and
+    output are checked."""
+    global _sanitized
+    if _sanitized is None:
+        try:
+            with open(wsgate_binary(), "rb") as f:
+                data = f.read()
+            _sanitized = b"__asan_init" in data or b"__ubsan_handle" in data
+        except OSError:
+            _sanitized = False
+    return _sanitized
+
+
 class Wsgate:
     """The wsgate binary under test, as a context manager.
 
@@ -270,9 +293,10 @@ class Wsgate:
     for the `ready` line in the error log or the port in LISTEN state.
     """
 
-    def __init__(self, config, tmpdir=None, ready_timeout=10.0):
+    def __init__(self, config, tmpdir=None, ready_timeout=10.0, nofile=None):
         self.tmpdir = tmpdir or new_tmpdir("wsgate")
         self.ready_timeout = ready_timeout
+        self.nofile = nofile   # RLIMIT_NOFILE (soft = hard) for wsgate, if given
         if isinstance(config, dict):
             config = dict(config)
             self.port = config.pop("port", None) or free_port()
@@ -300,8 +324,45 @@ class Wsgate:
         self.start()
         return self
 
-    def __exit__(self, *exc):
-        self.kill()
+    def __exit__(self, exc_type, exc, tb):
+        if not sanitizer_build():
+            self.kill()
+            return
+        # Under sanitizers a graceful stop lets LeakSanitizer check the heap
+        # at exit; a report, or any exit status but 0, fails the test (unless
+        # it already failed, or stopped the gateway itself).
+        running = self.proc is not None and self.proc.poll() is None
+        code = 0
+        if running:
+            try:
+                code = self.stop(timeout=20.0)
+            except HarnessError as e:
+                if exc_type is None:
+                    raise AssertionError(f"under sanitizers: {e}")
+                return
+        if exc_type is not None:
+            return
+        report = self.sanitizer_report()
+        if report:
+            raise AssertionError(f"sanitizer report from wsgate: {report}")
+        if code != 0:
+            raise AssertionError(f"wsgate exited with status {code} after SIGTERM: "
+                                 f"{self.diagnostics()}")
+
+    def sanitizer_report(self, lines=12):
+        """The first lines of a sanitizer report in wsgate's output, or ""."""
+        text = ""
+        for path in (self.out_path, self.error_path):
+            try:
+                with open(path, "rb") as f:
+                    text += f.read().decode("utf-8", "replace")
+            except (OSError, TypeError):
+                pass
+        out = text.splitlines()
+        for i, line in enumerate(out):
+            if any(m in line for m in SANITIZER_MARKERS):
+                return " | ".join(l.strip() for l in out[i:i + lines])
+        return ""
 
     @property
     def pid(self):
@@ -313,8 +374,12 @@ class Wsgate:
             raise HarnessError(f"wsgate binary not found: {binary}")
         with open(self.config_path, "w") as f:
             f.write(self.config_text)
+        preexec = _raise_nofile
+        if self.nofile is not None:
+            def preexec(limit=self.nofile):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
         with open(self.out_path, "ab") as out:
-            self.proc = _spawn([binary, "-c", self.config_path],
+            self.proc = _spawn([binary, "-c", self.config_path], preexec=preexec,
                                stdout=out, stderr=subprocess.STDOUT)
         _gateways.append(self)
         deadline = time.monotonic() + self.ready_timeout
@@ -1405,6 +1470,10 @@ def main():
         try:
             started = time.monotonic()
             detail = fn()
+            for gw in _gateways:
+                report = gw.sanitizer_report()
+                if report:
+                    raise AssertionError(f"sanitizer report from wsgate: {report}")
             signal.setitimer(signal.ITIMER_REAL, 0)
             took = time.monotonic() - started
             suffix = f": {detail}" if detail else ""
