@@ -70,6 +70,7 @@ def gateway(servers, hash, sticky_cookie=""):
     return Wsgate(f"""
 [server]
 workers = 2
+drain_timeout = "2s"        # long-polls may be in flight when the test stops wsgate
 [log]
 access = "@TMP@/access.log"
 error = "@TMP@/error.log"
