@@ -16,11 +16,7 @@ SOAK = os.path.join(os.path.dirname(os.path.dirname(HERE)), "scripts", "soak")
 @test(timeout=200)
 def soak_200_sessions_60s():
     argv = [PYTHON, SOAK, "--sessions", "200", "--minutes", "1", "--reloads", "5",
-            "--interval", "0.5", "--build", os.environ.get("WSGATE_BUILD", "build"),
-            # timeouts.idle > 0 currently defers the 1012 drain of a removed
-            # back end's sessions until the idle deadline (see the robustness
-            # report); 0s lets the soak check the drain itself.
-            "--idle", "0s"]
+            "--interval", "0.5", "--build", os.environ.get("WSGATE_BUILD", "build")]
     if sanitizer_build():
         argv.append("--no-rss-check")
     done = subprocess.run(argv, capture_output=True, text=True, timeout=180)
