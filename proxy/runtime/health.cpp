@@ -1,5 +1,7 @@
 #include "runtime/health.h"
 
+#include <unistd.h>
+
 #include <cstring>
 #include <random>
 
@@ -7,6 +9,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "net/stream_socket.h"
 #include "protocol/websocket.h"
 
 namespace runtime {
@@ -103,16 +106,38 @@ void HealthChecker::on_tick(evutil_socket_t, short, void* self) {
 
 void HealthChecker::start_probe(Probe& probe) {
     const config::HealthCheck& health = probe.pool->health;
-    probe.bev = bufferevent_socket_new(base_, -1, BEV_OPT_CLOSE_ON_FREE);
+    const config::SocketAddress& address = probe.backend->address;
+    // Without a descriptor this round cannot judge the back end: it is
+    // skipped, not counted as a failure.
+    const int fd = net::open_stream_socket(address.storage.ss_family);
+    if (fd < 0) {
+        schedule_probe(probe);
+        return;
+    }
+    probe.bev = bufferevent_socket_new(base_, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!probe.bev) {
+        close(fd);
+        schedule_probe(probe);
+        return;
+    }
     bufferevent_setcb(probe.bev, &HealthChecker::on_read, nullptr, &HealthChecker::on_event, &probe);
     std::int64_t timeout = health.timeout.count();
     timeval tv{static_cast<time_t>(timeout / 1000), static_cast<suseconds_t>((timeout % 1000) * 1000)};
     evtimer_add(probe.deadline, &tv);
-    const config::SocketAddress& address = probe.backend->address;
-    if (bufferevent_socket_connect(probe.bev, reinterpret_cast<const sockaddr*>(&address.storage),
-                                   static_cast<int>(address.length)) < 0) {
+    // A connect() that fails at once is reported through on_event as well
+    // as the return value: only the first may finish the probe.
+    bufferevent* bev = probe.bev;
+    if (bufferevent_socket_connect(bev, reinterpret_cast<const sockaddr*>(&address.storage),
+                                   static_cast<int>(address.length)) < 0 &&
+        probe.bev == bev) {
         finish_probe(probe, false, "connect failed");
     }
+}
+
+void HealthChecker::schedule_probe(Probe& probe) {
+    std::int64_t interval = probe.pool->health.interval.count();
+    timeval tv{static_cast<time_t>(interval / 1000), static_cast<suseconds_t>((interval % 1000) * 1000)};
+    evtimer_add(probe.tick, &tv);
 }
 
 void HealthChecker::on_event(bufferevent*, short what, void* self) {
@@ -199,9 +224,7 @@ void HealthChecker::finish_probe(Probe& probe, bool healthy, std::string_view wh
             on_transition_();
         }
     }
-    std::int64_t interval = health.interval.count();
-    timeval tv{static_cast<time_t>(interval / 1000), static_cast<suseconds_t>((interval % 1000) * 1000)};
-    evtimer_add(probe.tick, &tv);
+    schedule_probe(probe);
 }
 
 }  // namespace runtime

@@ -48,6 +48,7 @@ private:
 
     void start_probe(Probe& probe);
     void finish_probe(Probe& probe, bool healthy, std::string_view why);
+    void schedule_probe(Probe& probe);  // the next round, one interval from now
 
     event_base* base_;
     obs::ErrorLog& log_;

@@ -5,10 +5,12 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cerrno>
 
 #include <event2/buffer.h>
 
 #include "balance/sticky.h"
+#include "net/stream_socket.h"
 #include "runtime/worker.h"
 
 namespace runtime {
@@ -138,8 +140,15 @@ void HttpExchange::connect_next() {
 
 void HttpExchange::open_connection() {
     const config::Backend& backend = request_.pool->config->backends[index_];
-    upstream_ = bufferevent_socket_new(worker_.base(), -1, BEV_OPT_CLOSE_ON_FREE);
+    // A descriptor shortage is this proxy's (503), not the back end's.
+    const int fd = net::open_stream_socket(backend.address.storage.ss_family);
+    if (fd < 0) {
+        local_shortage(errno);
+        return;
+    }
+    upstream_ = bufferevent_socket_new(worker_.base(), fd, BEV_OPT_CLOSE_ON_FREE);
     if (!upstream_) {
+        evutil_closesocket(fd);
         respond_error(502, "out of memory");
         return;
     }
@@ -148,13 +157,29 @@ void HttpExchange::open_connection() {
     phase_ = Phase::Connecting;
     connect_started_ms_ = worker_.now_ms();
     arm_timer(generation_->config().timeouts.connect.count());
+    // libevent reports a connect() that fails at once through the event
+    // callback as well as the return value: only the first may act.
+    const unsigned attempt = attempts_;
     if (bufferevent_socket_connect(upstream_, reinterpret_cast<const sockaddr*>(&backend.address.storage),
-                                   static_cast<int>(backend.address.length)) < 0) {
-        connect_failed(evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+                                   static_cast<int>(backend.address.length)) < 0 &&
+        attempts_ == attempt && phase_ == Phase::Connecting && upstream_) {
+        const int error = EVUTIL_SOCKET_ERROR();
+        connect_failed(evutil_socket_error_to_string(error), error);
     }
 }
 
-void HttpExchange::connect_failed(const char* why) {
+void HttpExchange::local_shortage(int error) {
+    const char* reason = worker_.backend_socket_shortage(error, record_.backend);
+    discard_upstream();
+    release_backend();
+    respond_error(503, reason);
+}
+
+void HttpExchange::connect_failed(const char* why, int error) {
+    if (net::is_local_shortage(error)) {
+        local_shortage(error);
+        return;
+    }
     worker_.log().log(obs::Level::Warn, "connect to {} failed: {}", record_.backend, why);
     // Passive health, as for upgrades: enough consecutive failures take the
     // back end out of the hash for a cooldown.
@@ -635,7 +660,8 @@ void HttpExchange::on_upstream_event(bufferevent*, short what, void* self) {
         if (what & BEV_EVENT_CONNECTED) {
             x->connected();
         } else if (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)) {
-            x->connect_failed(evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+            const int error = EVUTIL_SOCKET_ERROR();
+            x->connect_failed(evutil_socket_error_to_string(error), error);
         }
         return;
     }
@@ -646,7 +672,7 @@ void HttpExchange::on_timer(evutil_socket_t, short, void* self) {
     auto* x = static_cast<HttpExchange*>(self);
     switch (x->phase_) {
         case Phase::Connecting:
-            x->connect_failed("connect timeout");
+            x->connect_failed("connect timeout", ETIMEDOUT);
             break;
         case Phase::Sending:
             if (x->request_done_) {

@@ -93,7 +93,8 @@ private:
 
     void connect_next();
     void open_connection();
-    void connect_failed(const char* why);
+    void connect_failed(const char* why, int error);
+    void local_shortage(int error);
     void connected();
     void send_request();
     void retry_on_new_connection();

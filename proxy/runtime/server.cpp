@@ -15,6 +15,12 @@
 
 namespace runtime {
 
+namespace {
+// Descriptors kept out of the per-connection budget: listeners, logs,
+// event fds, health probes and idle upstream connections.
+constexpr rlim_t kDescriptorReserve = 64;
+}  // namespace
+
 Server::Server(std::string config_path, std::shared_ptr<const config::Config> config)
     : config_path_(std::move(config_path)), config_(std::move(config)) {}
 
@@ -36,13 +42,17 @@ void Server::raise_fd_limit() {
         limit.rlim_cur = limit.rlim_max;
         setrlimit(RLIMIT_NOFILE, &limit);
     }
-    // Two descriptors per client connection, plus listeners, logs and slack.
-    std::uint64_t needed = config_->server.max_connections * 2 + 64;
-    if (limit.rlim_cur != RLIM_INFINITY && needed > limit.rlim_cur) {
+    // Two descriptors per client connection, plus a reserve for listeners,
+    // logs, health checks and idle upstream connections. Connections beyond
+    // what the limit allows are refused with 503 at accept.
+    if (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur <= kDescriptorReserve) return;
+    shared_.descriptor_cap = (limit.rlim_cur - kDescriptorReserve) / 2;
+    if (config_->server.max_connections > shared_.descriptor_cap) {
         error_log_->log(obs::Level::Warn,
                         "server.max_connections = {} needs about {} open files but the limit is {}; "
-                        "connections beyond about {} will be refused",
-                        config_->server.max_connections, needed, limit.rlim_cur, (limit.rlim_cur - 64) / 2);
+                        "connections beyond {} will be refused with 503",
+                        config_->server.max_connections, config_->server.max_connections * 2 + kDescriptorReserve,
+                        limit.rlim_cur, shared_.descriptor_cap);
     }
 }
 

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <optional>
@@ -17,6 +18,7 @@
 #include "balance/chash.h"
 #include "net/cidr.h"
 #include "net/proxy_protocol.h"
+#include "net/stream_socket.h"
 #include "net/tls.h"
 #include "runtime/forward.h"
 #include "runtime/worker.h"
@@ -159,6 +161,7 @@ void Session::on_client_event(bufferevent*, short what, void* self) {
             s->peer_gone(Side::Client, "client vanished");
             break;
         case SessionState::Closing:
+            if (s->awaits_close_reply(Side::Client, what)) break;
             s->release(Side::Client);
             s->maybe_finish_closing();
             break;
@@ -200,9 +203,10 @@ void Session::on_backend_event(bufferevent*, short what, void* self) {
         if (what & BEV_EVENT_CONNECTED) {
             s->backend_connected();
         } else if (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)) {
-            std::string why = evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR());
+            const int error = EVUTIL_SOCKET_ERROR();
+            std::string why = evutil_socket_error_to_string(error);
             if (SSL* ssl = bufferevent_openssl_get_ssl(s->backend_.bev)) why = "TLS: " + tls::last_error(ssl);
-            s->connect_failed(why.c_str());
+            s->connect_failed(why.c_str(), error);
         }
         return;
     }
@@ -223,6 +227,7 @@ void Session::on_backend_event(bufferevent*, short what, void* self) {
             s->peer_gone(Side::Backend, "backend reset");
             break;
         case SessionState::Closing:
+            if (s->awaits_close_reply(Side::Backend, what)) break;
             s->release(Side::Backend);
             s->maybe_finish_closing();
             break;
@@ -251,7 +256,7 @@ void Session::on_timer(evutil_socket_t, short, void* self) {
             s->after_http();
             break;
         case SessionState::Connecting:
-            s->connect_failed("connect timeout");
+            s->connect_failed("connect timeout", ETIMEDOUT);
             break;
         case SessionState::AwaitingResponse:
             s->release(Side::Backend);
@@ -524,18 +529,26 @@ void Session::try_connect() {
     const config::Backend& backend = pool_->config->backends[index];
     record_.backend = backend.address.text;
 
+    // The socket is ours to open: a descriptor shortage here is this
+    // proxy's, answered 503, and says nothing about the back end.
+    const int fd = net::open_stream_socket(backend.address.storage.ss_family);
+    if (fd < 0) {
+        local_shortage(errno);
+        return;
+    }
     if (backend.tls && pool_->config->tls) {
         std::string ip = backend.address.text.substr(0, backend.address.text.rfind(':'));
         if (ip.size() > 2 && ip.front() == '[') ip = ip.substr(1, ip.size() - 2);
-        backend_.bev = bufferevent_openssl_socket_new(worker_.base(), -1, pool_->config->tls->new_ssl(ip),
+        backend_.bev = bufferevent_openssl_socket_new(worker_.base(), fd, pool_->config->tls->new_ssl(ip),
                                                       BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
         if (backend_.bev) bufferevent_openssl_set_allow_dirty_shutdown(backend_.bev, 1);
         backend_.plain = false;
     } else {
-        backend_.bev = bufferevent_socket_new(worker_.base(), -1, BEV_OPT_CLOSE_ON_FREE);
+        backend_.bev = bufferevent_socket_new(worker_.base(), fd, BEV_OPT_CLOSE_ON_FREE);
         backend_.plain = true;
     }
     if (!backend_.bev) {
+        evutil_closesocket(fd);
         refuse(502, "out of memory");
         return;
     }
@@ -544,13 +557,34 @@ void Session::try_connect() {
     set_state(SessionState::Connecting);
     connect_started_ms_ = worker_.now_ms();
     arm_timer(generation_->config().timeouts.connect.count());
+    // libevent reports a connect() that fails at once through the event
+    // callback as well as the return value: only the first may act.
+    const unsigned attempt = attempt_;
     if (bufferevent_socket_connect(backend_.bev, reinterpret_cast<const sockaddr*>(&backend.address.storage),
-                                   static_cast<int>(backend.address.length)) < 0) {
-        connect_failed(evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+                                   static_cast<int>(backend.address.length)) < 0 &&
+        attempt_ == attempt && state_ == SessionState::Connecting) {
+        const int error = EVUTIL_SOCKET_ERROR();
+        connect_failed(evutil_socket_error_to_string(error), error);
     }
 }
 
-void Session::connect_failed(const char* why) {
+// This proxy ran short of descriptors (or memory, or ports) while opening
+// the back-end connection: the client gets 503, as from a proxy at
+// capacity, and the back end's passive health is left alone.
+void Session::local_shortage(int error) {
+    const char* reason = worker_.backend_socket_shortage(error, record_.backend);
+    if (backend_.bev) {
+        bufferevent_free(backend_.bev);
+        backend_.bev = nullptr;
+    }
+    refuse(503, reason);
+}
+
+void Session::connect_failed(const char* why, int error) {
+    if (net::is_local_shortage(error)) {
+        local_shortage(error);
+        return;
+    }
     worker_.log().log(obs::Level::Warn, "connect to {} failed: {}", record_.backend, why);
     // Passive health: enough consecutive failures take the back end out of
     // the hash for a cooldown; keys whose owner is up do not move.
@@ -940,13 +974,36 @@ void Session::protocol_failure(Side offender, std::uint16_t code, std::string_vi
     begin_closing(log_reason, "proxy", code);
 }
 
+// A peer that sent its close frame and then half-closed (FIN) may still be
+// reading, for the close frame that answers it (RFC 6455 §5.5.1, §7.1.1): its
+// connection is kept for writing until that reply is relayed or the close
+// linger ends. libevent has already stopped reading it.
+bool Session::awaits_close_reply(Side side, short what) const {
+    const Endpoint& peer = side == Side::Client ? client_ : backend_;
+    return (what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && peer.close_received && !peer.close_sent &&
+           !peer.gone;
+}
+
 // <side>'s TCP connection ended without a close frame.
 void Session::peer_gone(Side side, const char* reason) {
     release(side);
     endpoint(side).close_received = true;
     std::uint16_t code = side == Side::Backend ? ws::close_code::bad_gateway : ws::close_code::going_away;
     send_close(other(side), code, side == Side::Backend ? "backend reset" : "");
+    resume_survivor(other(side));
     begin_closing(reason, side_name(side), code);
+}
+
+// The other side of <side> is gone, so nothing <side> sends can be held up
+// any more: reading it resumes even if backpressure had paused it, so that
+// its close reply is seen at once rather than after the close linger. The
+// read callback is deferred to the next loop turn, after this one settles
+// the session's state (and it is cancelled if the session ends first).
+void Session::resume_survivor(Side side) {
+    Endpoint& peer = endpoint(side);
+    if (!peer.bev || peer.gone || peer.flushing) return;
+    bufferevent_enable(peer.bev, EV_READ);
+    bufferevent_trigger(peer.bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 
 bool Session::monitors(Side side) const {
@@ -1002,6 +1059,7 @@ void Session::on_tunnel_timer() {
             release(side);
             peer.close_received = true;
             send_close(other(side), ws::close_code::going_away, "heartbeat timeout");
+            resume_survivor(other(side));
             worker_.metrics().heartbeat_timeouts.add();
             begin_closing("heartbeat timeout", "proxy", ws::close_code::going_away);
             return;

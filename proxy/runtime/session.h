@@ -117,7 +117,8 @@ private:
     bool authorize(const config::Route& route, const http1::RequestHead& request, std::string& claim_key);
     void handle_request(const http1::RequestHead& request, std::size_t head_bytes);
     void try_connect();
-    void connect_failed(const char* why);
+    void connect_failed(const char* why, int error);
+    void local_shortage(int error);
     void backend_connected();
     void read_response();
     void refuse(int status, std::string_view reason, std::string_view extra_headers = {});
@@ -139,6 +140,8 @@ private:
     void send_close(Side to, std::uint16_t code, std::string_view reason);
     void protocol_failure(Side offender, std::uint16_t code, std::string_view reason);
     void peer_gone(Side side, const char* reason);
+    bool awaits_close_reply(Side side, short what) const;
+    void resume_survivor(Side side);
     void on_tunnel_timer();
     std::int64_t next_tunnel_deadline() const;
     bool monitors(Side side) const;

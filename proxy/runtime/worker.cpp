@@ -22,6 +22,9 @@ namespace {
 
 constexpr int kListenBacklog = 4096;
 constexpr std::int64_t kAcceptPauseMs = 100;
+// Connections refused through the reserve descriptor per accept failure:
+// bounds the time one EMFILE can take from the sessions this worker serves.
+constexpr int kMaxBacklogRefusals = 256;
 // Idle keep-alive connections kept per back end and worker (plain HTTP).
 constexpr std::size_t kMaxIdlePerBackend = 32;
 
@@ -53,6 +56,7 @@ Worker::Worker(Shared& shared, unsigned index) : shared_(shared), index_(index),
     notify_event_ = event_new(base_, notify_fd_, EV_READ | EV_PERSIST, &Worker::on_notify, this);
     event_add(notify_event_, nullptr);
     drain_deadline_ = evtimer_new(base_, &Worker::on_drain_deadline, this);
+    reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
     accept_resume_ = evtimer_new(base_, [](evutil_socket_t, short, void* self) {
         for (BoundListener& l : static_cast<Worker*>(self)->listeners_) evconnlistener_enable(l.listener);
     }, this);
@@ -67,6 +71,7 @@ Worker::~Worker() {
     event_free(drain_deadline_);
     event_free(notify_event_);
     close(notify_fd_);
+    if (reserve_fd_ >= 0) close(reserve_fd_);
     event_base_free(base_);
 }
 
@@ -204,19 +209,25 @@ void Worker::on_accept(evconnlistener* listener, evutil_socket_t fd, sockaddr* a
     evutil_closesocket(fd);
 }
 
-void Worker::accept_connection(const BoundListener& bound, evutil_socket_t fd, sockaddr* address, int length) {
-    const config::Config& config = generation_->config();
+const config::Listener* Worker::config_listener(const BoundListener& bound) const {
     const config::Listener* listener = nullptr;
-    for (const config::Listener& l : config.listeners) {
+    for (const config::Listener& l : generation_->config().listeners) {
         if (l.listen.text == bound.address) listener = &l;
     }
+    return listener;
+}
+
+void Worker::accept_connection(const BoundListener& bound, evutil_socket_t fd, sockaddr* address, int length) {
+    const config::Config& config = generation_->config();
+    const config::Listener* listener = config_listener(bound);
     if (shutting_down_ || !listener) {
         // Stopping, or accepted by a listener the newest generation removed
         // (its close is already queued).
         evutil_closesocket(fd);
         return;
     }
-    if (shared_.connections.fetch_add(1, std::memory_order_relaxed) >= config.server.max_connections) {
+    const std::uint64_t cap = std::min<std::uint64_t>(config.server.max_connections, shared_.descriptor_cap);
+    if (shared_.connections.fetch_add(1, std::memory_order_relaxed) >= cap) {
         shared_.connections.fetch_sub(1, std::memory_order_relaxed);
         metrics_.connections_refused.add();
         if (listener->tls) {
@@ -264,20 +275,68 @@ void Worker::session_finished(Session* session) {
     maybe_exit();
 }
 
-// Out of file descriptors (or another accept failure): pause accepting for a
-// moment instead of spinning, and say so at most once a second.
-void Worker::on_accept_error(evconnlistener*, void* self) {
+bool Worker::shortage_log_due() {
+    const std::int64_t now = now_ms();
+    std::int64_t last = shared_.last_shortage_log_ms.load(std::memory_order_relaxed);
+    return now - last >= 1000 &&
+           shared_.last_shortage_log_ms.compare_exchange_strong(last, now, std::memory_order_relaxed);
+}
+
+const char* Worker::backend_socket_shortage(int error, const std::string& backend) {
+    if (shortage_log_due()) {
+        log().log(obs::Level::Error, "cannot open a connection to {}: {}; answering 503", backend,
+                  evutil_socket_error_to_string(error));
+    }
+    metrics_.connections_refused.add();
+    switch (error) {
+        case EMFILE:
+        case ENFILE: return "proxy out of file descriptors";
+        case EADDRNOTAVAIL: return "proxy out of local ports";
+        default: return "proxy out of memory";
+    }
+}
+
+// Out of file descriptors (or another accept failure): the clients waiting
+// in the backlog are answered 503 through the reserve descriptor, then
+// accepting pauses for a moment instead of spinning. Logged at most once a
+// second.
+void Worker::on_accept_error(evconnlistener* listener, void* self) {
     auto* w = static_cast<Worker*>(self);
     int error = EVUTIL_SOCKET_ERROR();
-    std::int64_t now = w->now_ms();
-    if (now - w->last_accept_error_log_ms_ >= 1000) {
-        w->last_accept_error_log_ms_ = now;
-        w->log().log(obs::Level::Error, "accept failed: {}; pausing accepts for {} ms",
+    if (w->shortage_log_due()) {
+        w->log().log(obs::Level::Error, "accept failed: {}; refusing new connections with 503 for {} ms",
                      evutil_socket_error_to_string(error), kAcceptPauseMs);
     }
+    if (error == EMFILE || error == ENFILE) w->refuse_backlog(listener);
     for (BoundListener& l : w->listeners_) evconnlistener_disable(l.listener);
     timeval tv{0, kAcceptPauseMs * 1000};
     evtimer_add(w->accept_resume_, &tv);
+}
+
+// Frees the reserve descriptor and uses it to accept and refuse the
+// connections queued on <listener> (at most a bounded batch), then takes
+// the reserve back. TLS listeners cannot carry a 503 without a handshake:
+// their clients get a plain close.
+void Worker::refuse_backlog(evconnlistener* listener) {
+    if (reserve_fd_ < 0) reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (reserve_fd_ < 0) return;
+    const config::Listener* config = nullptr;
+    for (const BoundListener& bound : listeners_) {
+        if (bound.listener == listener) config = config_listener(bound);
+    }
+    close(reserve_fd_);
+    const int listen_fd = evconnlistener_get_fd(listener);
+    for (int refused = 0; refused < kMaxBacklogRefusals; ++refused) {
+        int fd = accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) break;
+        metrics_.connections_refused.add();
+        if (config && !config->tls) {
+            refuse_and_close(fd, 503, "out of file descriptors");
+        } else {
+            evutil_closesocket(fd);
+        }
+    }
+    reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
 bool Worker::take_handshake_token(const std::string& client_ip, std::int64_t& retry_after_seconds) {

@@ -32,6 +32,13 @@ struct Shared {
     obs::ErrorLog* error_log = nullptr;
     obs::LogSink* access_sink = nullptr;
     std::atomic<std::uint64_t> connections{0};  // client connections over all listeners
+    // The most client connections the descriptor limit allows (two
+    // descriptors each, after a reserve): set once before the workers
+    // start; accepts beyond it get a 503 instead of an EMFILE later.
+    std::uint64_t descriptor_cap = UINT64_MAX;
+    // When a descriptor shortage was last logged (any worker): such
+    // errors come in bursts and are logged at most once a second.
+    std::atomic<std::int64_t> last_shortage_log_ms{INT64_MIN / 2};
 
     // Client connections per IP, for limits.max_connections_per_ip. Touched
     // only at accept and close, and only when that limit is on.
@@ -83,6 +90,13 @@ public:
     void write_access(const obs::AccessRecord& record, const config::Config& config);
     void session_finished(Session* session);
     bool shutting_down() const { return shutting_down_; }
+    // True at most once a second over all workers: whether a descriptor
+    // (or other local resource) shortage should be logged now.
+    bool shortage_log_due();
+    // A back-end socket could not be opened or connected for lack of a
+    // local resource (net::is_local_shortage): logs it (rate-limited),
+    // counts a refused connection, and returns the reason for the 503.
+    const char* backend_socket_shortage(int error, const std::string& backend);
     // limits.max_connections_per_ip: counts <client_ip> in, or false when
     // it is at the limit. Released when the session that got it finishes.
     bool acquire_per_ip(const std::string& client_ip);
@@ -108,6 +122,8 @@ private:
     };
 
     void accept_connection(const BoundListener& bound, evutil_socket_t fd, sockaddr* address, int length);
+    const config::Listener* config_listener(const BoundListener& bound) const;
+    void refuse_backlog(evconnlistener* listener);
     bool bind_one(const config::SocketAddress& address, std::string& error);
     void adopt_generation();
     void reconcile_listeners();
@@ -133,7 +149,10 @@ private:
     bool shutting_down_ = false;
     Session* sessions_ = nullptr;     // intrusive list head
     std::size_t session_count_ = 0;
-    std::int64_t last_accept_error_log_ms_ = 0;
+    // A descriptor held in reserve: when accept() fails with EMFILE it is
+    // closed so that the waiting clients can be accepted and told 503,
+    // instead of waiting in the backlog for a descriptor (then reopened).
+    int reserve_fd_ = -1;
     std::thread thread_;
 };
 
