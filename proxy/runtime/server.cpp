@@ -1,10 +1,12 @@
 #include "runtime/server.h"
 
 #include <signal.h>
+#include <malloc.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <thread>
 
@@ -19,6 +21,10 @@ namespace {
 // Descriptors kept out of the per-connection budget: listeners, logs,
 // event fds, health probes and idle upstream connections.
 constexpr rlim_t kDescriptorReserve = 64;
+// How often the heap is considered for trimming, and how far connections
+// must have fallen from their peak for a trim to be worth its cost.
+constexpr int kTrimIntervalSeconds = 5;
+constexpr std::uint64_t kTrimMinDrop = 256;
 }  // namespace
 
 Server::Server(std::string config_path, std::shared_ptr<const config::Config> config)
@@ -29,6 +35,7 @@ Server::~Server() {
     health_.reset();
     for (event* e : signal_events_) event_free(e);
     if (workers_done_event_) event_free(workers_done_event_);
+    if (trim_event_) event_free(trim_event_);
     if (workers_done_fd_ >= 0) close(workers_done_fd_);
     if (base_) event_base_free(base_);
 }
@@ -93,6 +100,9 @@ int Server::run() {
     workers_done_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     workers_done_event_ = event_new(base_, workers_done_fd_, EV_READ, &Server::on_workers_done, this);
     event_add(workers_done_event_, nullptr);
+    trim_event_ = event_new(base_, -1, EV_PERSIST, &Server::on_trim_tick, this);
+    timeval trim_interval{kTrimIntervalSeconds, 0};
+    event_add(trim_event_, &trim_interval);
 
     health_ = std::make_unique<HealthChecker>(base_, *error_log_, [this] { ++health_transitions_; });
     health_->configure(shared_.current_generation());
@@ -122,6 +132,20 @@ int Server::run() {
     access_sink_->close();
     error_sink_->close();
     return 0;
+}
+
+// A burst of sessions leaves their buffers' memory in malloc's free lists
+// (glibc returns little of it by itself: the chunks are scattered across
+// arenas). Once connections have fallen to half their peak, the free pages
+// are handed back, so that RSS follows the load down.
+void Server::on_trim_tick(evutil_socket_t, short, void* self) {
+    auto* server = static_cast<Server*>(self);
+    const std::uint64_t now = server->shared_.connections.load(std::memory_order_relaxed);
+    server->connections_peak_ = std::max(server->connections_peak_, now);
+    if (server->connections_peak_ - now >= kTrimMinDrop && now <= server->connections_peak_ / 2) {
+        malloc_trim(0);
+        server->connections_peak_ = now;
+    }
 }
 
 void Server::on_signal(evutil_socket_t signal_number, short, void* self) {

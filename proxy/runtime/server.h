@@ -31,6 +31,7 @@ public:
 private:
     static void on_signal(evutil_socket_t signal, short, void* self);
     static void on_workers_done(evutil_socket_t fd, short, void* self);
+    static void on_trim_tick(evutil_socket_t, short, void* self);
 
     void reload();
     void begin_shutdown();
@@ -51,6 +52,8 @@ private:
     std::vector<event*> signal_events_;
     event* workers_done_event_ = nullptr;
     int workers_done_fd_ = -1;
+    event* trim_event_ = nullptr;           // periodic: gives freed heap back to the system
+    std::uint64_t connections_peak_ = 0;    // most client connections since the last trim
     std::thread joiner_;
     std::unique_ptr<HealthChecker> health_;
     std::unique_ptr<AdminServer> admin_;
