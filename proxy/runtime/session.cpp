@@ -336,8 +336,13 @@ bool Session::attach_client(int fd) {
 
 // limits.max_connections_per_ip, counted on the client address as known at
 // this point: the PROXY header's source on proxy_protocol listeners. The 429
-// goes through the client's bufferevent, so TLS clients can read it.
+// goes through the client's bufferevent, so TLS clients can read it; so does
+// the 503 of a connection accepted over server.max_connections.
 void Session::admit_client() {
+    if (over_limit) {
+        refuse(503, "too many connections");
+        return;
+    }
     if (generation_->config().limits.max_connections_per_ip == 0) return;
     if (worker_.acquire_per_ip(client_ip_)) {
         per_ip_key = client_ip_;
@@ -1212,8 +1217,10 @@ void Session::finish() {
                           .count();
     record_.messages_in = from_client_.messages;
     record_.messages_out = from_backend_.messages;
-    // A kept-alive connection that ends between requests has nothing to log.
-    if (!keepalive_wait_) {
+    // A kept-alive connection that ends between requests has nothing to log;
+    // nor has a refusal over max_connections (counted in connections_refused,
+    // like the plain listeners' 503 at accept, so an overload floods no log).
+    if (!keepalive_wait_ && !over_limit) {
         worker_.write_access(record_, generation_->config());
         worker_.metrics().session_ended(obs::SessionKey{record_.pool, record_.backend, record_.status},
                                         record_.close_code, record_.close_by);

@@ -76,6 +76,10 @@ public:
     Session* next = nullptr;  // the worker's intrusive list
     Session* prev = nullptr;
     std::string per_ip_key;   // set by the worker when counted against max_connections_per_ip
+    // Set by the worker before start(): accepted over server.max_connections
+    // on a TLS listener and not counted in Shared::connections. Once admitted
+    // (TLS handshake done, PROXY header read) the client gets 503.
+    bool over_limit = false;
     std::string listener_address;  // the listener that accepted the client
 
 private:

@@ -108,6 +108,8 @@ private:
     };
 
     void accept_connection(const BoundListener& bound, evutil_socket_t fd, sockaddr* address, int length);
+    void start_session(const BoundListener& bound, const config::Listener& listener, evutil_socket_t fd,
+                       sockaddr* address, int length, bool over_limit);
     bool bind_one(const config::SocketAddress& address, std::string& error);
     void adopt_generation();
     void reconcile_listeners();
@@ -133,6 +135,7 @@ private:
     bool shutting_down_ = false;
     Session* sessions_ = nullptr;     // intrusive list head
     std::size_t session_count_ = 0;
+    std::size_t tls_refusals_ = 0;   // sessions with over_limit set: TLS clients being told 503
     std::int64_t last_accept_error_log_ms_ = 0;
     std::thread thread_;
 };
