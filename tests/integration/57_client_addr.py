@@ -226,7 +226,8 @@ def proxy_protocol_before_tls():
 @test
 def proxy_protocol_before_tls_bad_header_closed():
     """On a PROXY + TLS listener, a bad header (or a ClientHello with no
-    header) is closed without an answer, before any TLS."""
+    header) is closed without an answer, before any TLS; an incomplete one
+    at the handshake timeout."""
     d = new_tmpdir("pki")
     ca = Ca(d)
     cert, key = ca.issue("gw.test", dns=["gw.test"])
@@ -234,7 +235,8 @@ def proxy_protocol_before_tls_bad_header_closed():
     with Backend("echo", id="b1") as b, \
             Wsgate(gateway_config([{"listen": f"{HOST}:@PORT@", "proxy_protocol": True,
                                     "tls": {"cert": cert, "key": key}}],
-                                  [{"name": "main", "backends": [b]}])) as gw:
+                                  [{"name": "main", "backends": [b]}],
+                                  timeouts={"handshake": "1s"})) as gw:
         bad = [("no PROXY header", b""),
                ("garbage line", b"PROXY BOGUS whatever\r\n"),
                ("v2 bad version", PROXY_V2_SIGNATURE + bytes([0x31, 0x11, 0, 12]) + bytes(12)),
@@ -248,9 +250,20 @@ def proxy_protocol_before_tls_bad_header_closed():
                 except (ssl.SSLError, OSError):
                     tls = None
                 check(tls is None, f"{what}: TLS handshake completed")
-                check(time.monotonic() - started < 3, f"{what}: closed only at the timeout")
+                check(time.monotonic() - started < 0.9, f"{what}: closed only at the timeout")
             finally:
                 sock.close()
+        # Half a header, then silence: closed at the 1 s handshake timeout.
+        sock = socket.create_connection((HOST, gw.port), timeout=5)
+        try:
+            started = time.monotonic()
+            sock.sendall(proxy_v2("203.0.113.5", 5000, HOST, gw.port)[:20])
+            check_eq(sock.recv(1), b"", "incomplete PROXY header: bytes answered")
+            check_between(time.monotonic() - started, 0.8, 3.0, "incomplete PROXY header closed after (s)")
+        finally:
+            sock.close()
+        check(entries_for(gw, lambda e: e["reason"] == "PROXY header timeout", 1),
+              f"no 'PROXY header timeout' access-log line: {gw.access_log_entries(wait_for=0)}")
         check_eq(b.events("open"), [], "back-end sessions opened by bad PROXY headers")
         logged = wait_until(lambda: gw.error_log().count("bad PROXY header") >= len(bad), 5)
         check(logged, f"'bad PROXY header' lines: {gw.error_log().count('bad PROXY header')} of {len(bad)}")
