@@ -496,7 +496,7 @@ void Validator::listeners(const Node& root, std::vector<Listener>& out) {
             continue;
         }
         Listener listener;
-        const Node* proxy_protocol = read_bool(*table, path, "proxy_protocol", listener.proxy_protocol);
+        read_bool(*table, path, "proxy_protocol", listener.proxy_protocol);
         std::vector<std::string> trusted;
         if (const Node* list = read_string_list(*table, path, "trusted_proxies", trusted)) {
             auto parsed = net::CidrSet::parse(trusted);
@@ -506,13 +506,9 @@ void Validator::listeners(const Node& root, std::vector<Listener>& out) {
                 listener.trusted_proxies = std::get<net::CidrSet>(std::move(parsed));
             }
         }
+        // With proxy_protocol too, the cleartext PROXY header precedes the
+        // TLS handshake (runtime::Session reads it before starting TLS).
         listener_tls(*table, path, listener);
-        if (listener.proxy_protocol && table->find("tls") != nullptr) {
-            // The PROXY header precedes the TLS handshake on the wire; this
-            // listener would hand it to OpenSSL.
-            fail(proxy_protocol->position, join(path, "proxy_protocol"),
-                 "cannot be combined with [listener.tls] (PROXY protocol before TLS is not supported)");
-        }
         const Node* node = read_address(*table, path, "listen", listener.listen);
         if (node == nullptr) continue;
         for (std::size_t j = 0; j < out.size(); ++j) {

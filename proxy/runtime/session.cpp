@@ -93,6 +93,8 @@ Session::Session(Worker& worker, std::shared_ptr<const Generation> generation)
 
 Session::~Session() {
     if (timer_) event_free(timer_);
+    if (proxy_event_) event_free(proxy_event_);
+    if (proxy_fd_ >= 0) evutil_closesocket(proxy_fd_);
     if (client_.bev) bufferevent_free(client_.bev);
     if (backend_.bev) bufferevent_free(backend_.bev);
 }
@@ -285,8 +287,37 @@ void Session::start(int fd, const sockaddr* address, socklen_t, const config::Li
     peer_ip_ = client_ip_ = address_ip(address);
     record_.client = address->sa_family == AF_INET6 ? "[" + client_ip_ + "]:" + std::to_string(address_port(address))
                                                     : client_ip_ + ":" + std::to_string(address_port(address));
-    if (listener.tls) {
-        client_.bev = bufferevent_openssl_socket_new(worker_.base(), fd, listener.tls->new_ssl(),
+    // One deadline for the PROXY header, the TLS handshake and the request head.
+    arm_timer(generation_->config().timeouts.handshake.count());
+    if (listener.proxy_protocol && listener.tls) {
+        // The balancer's header comes in cleartext before the ClientHello:
+        // no TLS bufferevent until it has been taken off the socket.
+        proxy_event_ = event_new(worker_.base(), fd, EV_READ | EV_PERSIST, &Session::on_proxy_readable, this);
+        if (!proxy_event_) {
+            evutil_closesocket(fd);
+            record_.reason = "out of memory";
+            finish();
+            return;
+        }
+        proxy_fd_ = fd;
+        event_add(proxy_event_, nullptr);
+        set_state(SessionState::ReadingProxyHeader);
+        return;
+    }
+    if (!attach_client(fd)) return;
+    if (listener.proxy_protocol) {
+        set_state(SessionState::ReadingProxyHeader);
+    } else {
+        admit_client();
+    }
+}
+
+// Wraps the accepted <fd> in the client's bufferevent: TLS on a TLS listener
+// (the server handshake starts with the first byte read), plain otherwise.
+// False when that failed; the session is then finished (and freed).
+bool Session::attach_client(int fd) {
+    if (listener_->tls) {
+        client_.bev = bufferevent_openssl_socket_new(worker_.base(), fd, listener_->tls->new_ssl(),
                                                      BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
         // A client that closes TCP without close_notify has still closed.
         if (client_.bev) bufferevent_openssl_set_allow_dirty_shutdown(client_.bev, 1);
@@ -298,24 +329,24 @@ void Session::start(int fd, const sockaddr* address, socklen_t, const config::Li
         evutil_closesocket(fd);
         record_.reason = "out of memory";
         finish();
-        return;
+        return false;
     }
     bufferevent_setcb(client_.bev, &Session::on_client_read, &Session::on_client_write, &Session::on_client_event, this);
     // Never buffer more than one head (plus one byte, to detect "too large").
     bufferevent_setwatermark(client_.bev, EV_READ, 0, generation_->config().limits.max_header_bytes + 1);
     bufferevent_enable(client_.bev, EV_READ);
-    arm_timer(generation_->config().timeouts.handshake.count());
-    if (listener.proxy_protocol) {
-        set_state(SessionState::ReadingProxyHeader);
-    } else {
-        admit_client();
-    }
+    return true;
 }
 
 // limits.max_connections_per_ip, counted on the client address as known at
 // this point: the PROXY header's source on proxy_protocol listeners. The 429
-// goes through the client's bufferevent, so TLS clients can read it.
+// goes through the client's bufferevent, so TLS clients can read it; so does
+// the 503 of a connection accepted over server.max_connections.
 void Session::admit_client() {
+    if (over_limit) {
+        refuse(503, "too many connections");
+        return;
+    }
     if (generation_->config().limits.max_connections_per_ip == 0) return;
     if (worker_.acquire_per_ip(client_ip_)) {
         per_ip_key = client_ip_;
@@ -341,16 +372,82 @@ void Session::read_proxy_header() {
         finish();
         return;
     }
-    if (!result.local) {
-        peer_ip_ = client_ip_ = result.source_text;
-        record_.client = (result.source.ss_family == AF_INET6 ? "[" + client_ip_ + "]" : client_ip_) + ":" +
-                         std::to_string(result.source_port);
-    }
+    use_proxy_source(result);
     evbuffer_drain(input, result.consumed);
     record_.bytes_in += result.consumed;
     set_state(SessionState::ReadingRequest);
     admit_client();
     if (state_ == SessionState::ReadingRequest && evbuffer_get_length(input) > 0) read_request();
+}
+
+void Session::on_proxy_readable(evutil_socket_t, short, void* self) {
+    static_cast<Session*>(self)->read_proxy_header_before_tls();
+}
+
+// PROXY protocol on a TLS listener (AWS NLB, HAProxy in TCP mode): the header
+// is taken straight off the socket, never a byte past its end, so that the TLS
+// handshake then starts at the ClientHello's first byte. MSG_PEEK shows what
+// has arrived and only bytes the parser places inside the header are
+// consumed; all peeked bytes of an incomplete header are, so the
+// level-triggered read event cannot spin on bytes left in the socket. A v2
+// header longer than limits.max_header_bytes is refused at once.
+void Session::read_proxy_header_before_tls() {
+    std::uint8_t chunk[512];
+    for (;;) {
+        ssize_t peeked = recv(proxy_fd_, chunk, sizeof chunk, MSG_PEEK);
+        if (peeked < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+        if (peeked <= 0) {
+            record_.reason = "client closed";
+            record_.close_by = "client";
+            finish();
+            return;
+        }
+        const std::size_t before = proxy_head_.size();
+        proxy_head_.append(reinterpret_cast<const char*>(chunk), static_cast<std::size_t>(peeked));
+        proxyproto::Result result =
+            proxyproto::parse(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(proxy_head_.data()),
+                                                            proxy_head_.size()),
+                              generation_->config().limits.max_header_bytes);
+        if (result.status == proxyproto::Status::Error) {
+            worker_.log().log(obs::Level::Info, "connection from {}: bad PROXY header: {}", record_.client, result.error);
+            record_.reason = "bad PROXY header";
+            record_.close_by = "proxy";
+            finish();
+            return;
+        }
+        // NeedMore: every byte so far belongs to the header. Done: the header
+        // ends inside this chunk (an earlier chunk was an incomplete prefix).
+        const std::size_t take =
+            result.status == proxyproto::Status::Done ? result.consumed - before : static_cast<std::size_t>(peeked);
+        if (recv(proxy_fd_, chunk, take, 0) != static_cast<ssize_t>(take)) {
+            record_.reason = "client closed";
+            record_.close_by = "client";
+            finish();
+            return;
+        }
+        record_.bytes_in += take;
+        if (result.status == proxyproto::Status::NeedMore) continue;
+
+        use_proxy_source(result);
+        event_free(proxy_event_);
+        proxy_event_ = nullptr;
+        const int fd = proxy_fd_;
+        proxy_fd_ = -1;
+        std::string().swap(proxy_head_);
+        if (!attach_client(fd)) return;
+        set_state(SessionState::ReadingRequest);
+        admit_client();
+        return;
+    }
+}
+
+// The client as the PROXY header names it; v1 UNKNOWN and v2 LOCAL keep the
+// TCP peer.
+void Session::use_proxy_source(const proxyproto::Result& result) {
+    if (result.local) return;
+    peer_ip_ = client_ip_ = result.source_text;
+    record_.client = (result.source.ss_family == AF_INET6 ? "[" + client_ip_ + "]" : client_ip_) + ":" +
+                     std::to_string(result.source_port);
 }
 
 void Session::read_request() {
@@ -1177,8 +1274,10 @@ void Session::finish() {
                           .count();
     record_.messages_in = from_client_.messages;
     record_.messages_out = from_backend_.messages;
-    // A kept-alive connection that ends between requests has nothing to log.
-    if (!keepalive_wait_) {
+    // A kept-alive connection that ends between requests has nothing to log;
+    // nor has a refusal over max_connections (counted in connections_refused,
+    // like the plain listeners' 503 at accept, so an overload floods no log).
+    if (!keepalive_wait_ && !over_limit) {
         worker_.write_access(record_, generation_->config());
         worker_.metrics().session_ended(obs::SessionKey{record_.pool, record_.backend, record_.status},
                                         record_.close_code, record_.close_by);

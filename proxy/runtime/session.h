@@ -15,6 +15,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "net/proxy_protocol.h"
 #include "observability/access_log.h"
 #include "protocol/http1.h"
 #include "protocol/websocket.h"
@@ -27,7 +28,8 @@ class Worker;
 
 enum class SessionState {
     ReadingProxyHeader,  // listener speaks PROXY protocol: its v1/v2 header is not complete yet;
-                         // handshake timer armed
+                         // handshake timer armed. On a TLS listener there is no bufferevent yet:
+                         // the cleartext header is read from the raw socket (proxy_event_)
     ReadingRequest,    // client connected, request head incomplete; handshake timer armed
     Connecting,        // head valid, back end picked, TCP connect in flight; connect timer armed
     AwaitingResponse,  // head forwarded; waiting for the back end's response head; handshake timer armed
@@ -74,6 +76,10 @@ public:
     Session* next = nullptr;  // the worker's intrusive list
     Session* prev = nullptr;
     std::string per_ip_key;   // set by the worker when counted against max_connections_per_ip
+    // Set by the worker before start(): accepted over server.max_connections
+    // on a TLS listener and not counted in Shared::connections. Once admitted
+    // (TLS handshake done, PROXY header read) the client gets 503.
+    bool over_limit = false;
     std::string listener_address;  // the listener that accepted the client
 
 private:
@@ -106,12 +112,16 @@ private:
     static void on_backend_write(bufferevent* bev, void* self);
     static void on_backend_event(bufferevent* bev, short what, void* self);
     static void on_timer(evutil_socket_t, short, void* self);
+    static void on_proxy_readable(evutil_socket_t, short, void* self);
 
     void set_state(SessionState next);
     void arm_timer(std::int64_t delay_ms);
 
     // Handshake.
+    bool attach_client(int fd);
     void read_proxy_header();
+    void read_proxy_header_before_tls();
+    void use_proxy_source(const proxyproto::Result& result);
     void admit_client();
     void read_request();
     bool authorize(const config::Route& route, const http1::RequestHead& request, std::string& claim_key);
@@ -162,6 +172,10 @@ private:
     std::shared_ptr<const Generation> generation_;
     SessionState state_ = SessionState::ReadingRequest;
     event* timer_ = nullptr;
+    // PROXY protocol on a TLS listener: the raw socket until its header is read.
+    event* proxy_event_ = nullptr;
+    int proxy_fd_ = -1;
+    std::string proxy_head_;  // header bytes taken off that socket so far
     Endpoint client_;
     Endpoint backend_;
     Flow from_client_;

@@ -27,6 +27,9 @@ constexpr std::int64_t kAcceptPauseMs = 100;
 constexpr int kMaxBacklogRefusals = 256;
 // Idle keep-alive connections kept per back end and worker (plain HTTP).
 constexpr std::size_t kMaxIdlePerBackend = 32;
+// TLS connections over server.max_connections that a worker answers at once
+// with a 503 inside TLS (a handshake costs CPU; beyond this they are closed).
+constexpr std::size_t kMaxTlsRefusals = 64;
 
 
 // Answers a refused connection without creating a session: one non-blocking
@@ -230,22 +233,33 @@ void Worker::accept_connection(const BoundListener& bound, evutil_socket_t fd, s
     if (shared_.connections.fetch_add(1, std::memory_order_relaxed) >= cap) {
         shared_.connections.fetch_sub(1, std::memory_order_relaxed);
         metrics_.connections_refused.add();
-        if (listener->tls) {
-            // No session, so no TLS to answer in: a plain close.
-            evutil_closesocket(fd);
-        } else {
+        if (!listener->tls) {
             refuse_and_close(fd, 503, "too many connections");
+        } else if (tls_refusals_ < kMaxTlsRefusals) {
+            // The 503 needs a TLS handshake first: a short session that is not
+            // counted in connections, so closing a real session frees a slot
+            // at once. The handshake timeout bounds it.
+            ++tls_refusals_;
+            start_session(bound, *listener, fd, address, length, true);
+        } else {
+            evutil_closesocket(fd);
         }
         return;
     }
+    start_session(bound, *listener, fd, address, length, false);
+}
+
+void Worker::start_session(const BoundListener& bound, const config::Listener& listener, evutil_socket_t fd,
+                           sockaddr* address, int length, bool over_limit) {
     auto* session = new Session(*this, generation_);
     session->listener_address = bound.address;
-    metrics_.connection_opened(bound.address);
+    session->over_limit = over_limit;
+    if (!over_limit) metrics_.connection_opened(bound.address);
     session->next = sessions_;
     if (sessions_) sessions_->prev = session;
     sessions_ = session;
     ++session_count_;
-    session->start(fd, address, static_cast<socklen_t>(length), *listener);
+    session->start(fd, address, static_cast<socklen_t>(length), listener);
 }
 
 bool Worker::acquire_per_ip(const std::string& client_ip) {
@@ -269,8 +283,12 @@ void Worker::session_finished(Session* session) {
         auto it = shared_.per_ip.find(session->per_ip_key);
         if (it != shared_.per_ip.end() && --it->second == 0) shared_.per_ip.erase(it);
     }
-    shared_.connections.fetch_sub(1, std::memory_order_relaxed);
-    metrics_.connection_closed(session->listener_address);
+    if (session->over_limit) {
+        --tls_refusals_;
+    } else {
+        shared_.connections.fetch_sub(1, std::memory_order_relaxed);
+        metrics_.connection_closed(session->listener_address);
+    }
     delete session;
     maybe_exit();
 }

@@ -124,6 +124,8 @@ private:
     void accept_connection(const BoundListener& bound, evutil_socket_t fd, sockaddr* address, int length);
     const config::Listener* config_listener(const BoundListener& bound) const;
     void refuse_backlog(evconnlistener* listener);
+    void start_session(const BoundListener& bound, const config::Listener& listener, evutil_socket_t fd,
+                       sockaddr* address, int length, bool over_limit);
     bool bind_one(const config::SocketAddress& address, std::string& error);
     void adopt_generation();
     void reconcile_listeners();
@@ -153,6 +155,7 @@ private:
     // closed so that the waiting clients can be accepted and told 503,
     // instead of waiting in the backlog for a descriptor (then reopened).
     int reserve_fd_ = -1;
+    std::size_t tls_refusals_ = 0;   // sessions with over_limit set: TLS clients being told 503
     std::thread thread_;
 };
 

@@ -13,6 +13,11 @@
 //              them, answers pings, optionally sends its own pings every
 //              --ping-interval seconds, and reports how many stayed open.
 // --warmup S runs traffic before the measured window (echo, handshake).
+// --tls speaks wss: TLS (OpenSSL defaults, so TLS 1.3 where the server offers
+// it) under every connection, with SNI --sni NAME (default "localhost") and
+// no certificate verification; every connection does a full handshake (no
+// session resumption), so handshake mode measures TLS handshakes too. The
+// report names the protocol and cipher the first connection negotiated.
 // --cpu-pid P[,P...] sums /proc/P/task/*/schedstat (ns on CPU) over the
 // measured window; --rss-pid P[,P...] sums VmRSS before the first connection
 // and once every idle session is open (plus --settle seconds).
@@ -21,9 +26,12 @@
 #include <dirent.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <signal.h>
 #include <sys/socket.h>
 
@@ -62,6 +70,8 @@ struct Options {
     std::uint64_t seed = 1;
     std::vector<int> cpu_pids;
     std::vector<int> rss_pids;
+    bool tls = false;
+    std::string sni = "localhost";
 };
 
 // Log-linear latency histogram (ns): 64 sub-buckets per power of two, so a
@@ -178,6 +188,14 @@ public:
             for (auto& b : filler_) b = static_cast<std::uint8_t>(rng_.next() >> 56);
             frame_.resize(kMaxHeader + opt_.size);
         }
+        if (opt_.tls) {
+            tls_ = SSL_CTX_new(TLS_client_method());
+            // A benchmark against a throwaway self-signed certificate: nothing to verify.
+            SSL_CTX_set_verify(tls_, SSL_VERIFY_NONE, nullptr);
+            SSL_CTX_set_mode(tls_, SSL_MODE_RELEASE_BUFFERS);
+            // Full handshakes only: no client-side session cache to resume from.
+            SSL_CTX_set_session_cache_mode(tls_, SSL_SESS_CACHE_OFF);
+        }
         addr_.sin_family = AF_INET;
         addr_.sin_port = htons(static_cast<std::uint16_t>(opt_.port));
         inet_pton(AF_INET, opt_.host.c_str(), &addr_.sin_addr);
@@ -186,6 +204,7 @@ public:
         for (auto& c : conns_) release(c.get());
         if (tick_) event_free(tick_);
         event_base_free(base_);
+        if (tls_) SSL_CTX_free(tls_);
     }
 
     int run();
@@ -225,6 +244,9 @@ private:
     Options opt_;
     Rng rng_;
     event_base* base_;
+    SSL_CTX* tls_ = nullptr;  // --tls
+    std::string tls_version_;  // what the first TLS connection negotiated
+    std::string tls_cipher_;
     sockaddr_in addr_{};
     event* tick_ = nullptr;
     std::vector<std::unique_ptr<Conn>> conns_;
@@ -264,7 +286,17 @@ private:
 };
 
 void Loadgen::open(Conn* c) {
-    c->bev = bufferevent_socket_new(base_, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (tls_) {
+        SSL* ssl = SSL_new(tls_);
+        SSL_set_tlsext_host_name(ssl, opt_.sni.c_str());
+        // BEV_EVENT_CONNECTED then means "TLS handshake complete".
+        c->bev = bufferevent_openssl_socket_new(base_, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                                BEV_OPT_CLOSE_ON_FREE);
+        // A server that closes TCP without close_notify has still closed (EOF, not an error).
+        bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+    } else {
+        c->bev = bufferevent_socket_new(base_, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
     c->state = ConnState::Connecting;
     c->next_seq = 0;
     c->inflight.assign(opt_.window ? opt_.window : 1, {0, 0});
@@ -514,11 +546,24 @@ void Loadgen::event_cb(bufferevent* bev, short what, void* arg) {
     if (what & BEV_EVENT_CONNECTED) {
         const int one = 1;
         setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (g->tls_ && g->tls_version_.empty()) {
+            const SSL* ssl = bufferevent_openssl_get_ssl(bev);
+            g->tls_version_ = SSL_get_version(ssl);
+            g->tls_cipher_ = SSL_get_cipher_name(ssl);
+        }
         g->send_request(c);
         return;
     }
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         if (c->state == ConnState::Closing && c->close_timer) return g->on_closed(c);
+        if (g->tls_ && (what & BEV_EVENT_ERROR)) {
+            if (const unsigned long e = bufferevent_get_openssl_error(bev)) {
+                char text[256];
+                ERR_error_string_n(e, text, sizeof text);
+                g->fail(c, text);
+                return;
+            }
+        }
         g->fail(c, (what & BEV_EVENT_EOF) ? "connection closed by server" : "socket error");
     }
 }
@@ -660,6 +705,7 @@ void Loadgen::report() const {
             o << ",\"rss_kib_per_session\":"
               << (static_cast<double>(rss_after_) - static_cast<double>(rss_before_)) / opened_;
     }
+    if (opt_.tls) o << ",\"tls_version\":\"" << tls_version_ << "\",\"tls_cipher\":\"" << tls_cipher_ << "\"";
     o << ",\"opened\":" << opened_ << "}";
     std::printf("%s\n", o.str().c_str());
     std::fflush(stdout);
@@ -670,7 +716,8 @@ void Loadgen::report() const {
                  "ws_loadgen: %s\nusage: ws_loadgen --port PORT [--host 127.0.0.1] [--path /]\n"
                  "  [--mode echo|handshake|idle] [--connections N] [--connectors N] [--size BYTES>=16]\n"
                  "  [--window W] [--duration S] [--warmup S] [--messages COUNT] [--settle S]\n"
-                 "  [--ping-interval S] [--cpu-pid P[,P..]] [--rss-pid P[,P..]] [--seed N]\n",
+                 "  [--ping-interval S] [--cpu-pid P[,P..]] [--rss-pid P[,P..]] [--seed N]\n"
+                 "  [--tls] [--sni NAME]\n",
                  why);
     std::exit(2);
 }
@@ -688,6 +735,10 @@ Options parse(int argc, char** argv) {
     Options o;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
+        if (a == "--tls") {
+            o.tls = true;
+            continue;
+        }
         if (i + 1 >= argc) usage(("missing value for " + a).c_str());
         const std::string v = argv[++i];
         if (a == "--host") o.host = v;
@@ -710,6 +761,7 @@ Options parse(int argc, char** argv) {
         else if (a == "--seed") o.seed = std::strtoull(v.c_str(), nullptr, 10);
         else if (a == "--cpu-pid") o.cpu_pids = parse_pids(v);
         else if (a == "--rss-pid") o.rss_pids = parse_pids(v);
+        else if (a == "--sni") o.sni = v;
         else usage(("unknown option " + a).c_str());
     }
     if (o.port <= 0 || o.port > 65535) usage("--port is required");

@@ -11,10 +11,12 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 import warnings
 
-from harness import (HOST, Backend, Wsgate, check, check_eq, main, new_tmpdir,
-                     raw_request, run_async, test, upgrade_head, wait_until)
+from harness import (HOST, Backend, HarnessError, Wsgate, check, check_eq, main,
+                     new_tmpdir, parse_head, raw_request, read_head, run_async,
+                     test, upgrade_head, wait_until)
 from tlsutil import (OPENSSL, Ca, TlsBackend, client_context, gateway_config,
                      peer_common_name, s_client_subject)
 
@@ -375,6 +377,85 @@ def backend_bad_certificate_502():
         lines.append(expect_502_verify_failure(backend_tls_pool(b, ca.cert, ""),
                                                "certificate without the back end's IP"))
     return " / ".join(l.split("TLS: ", 1)[-1][:80] for l in lines)
+
+
+
+def tls_upgrade(port, ctx, server_hostname="gw.test", request=True):
+    """(status, TLS socket): a TLS connection to <port> that sends an upgrade
+    request (unless not <request>) and reads the first response head."""
+    sock = ctx.wrap_socket(socket.create_connection((HOST, port), timeout=5), server_hostname=server_hostname)
+    if request:
+        sock.sendall(upgrade_head("/", f"{HOST}:{port}"))
+    head, _ = read_head(sock, 5)
+    status_line, _ = parse_head(head)
+    return int(status_line[1]), sock
+
+
+@test(timeout=60)
+def max_connections_503_inside_tls():
+    """Over server.max_connections a TLS client gets a real 503 inside TLS
+    (at most 64 such refusals per worker at a time, then a plain close); the
+    refusals never hold a slot, so closing a session lets the next one in."""
+    d = new_tmpdir("pki")
+    ca = Ca(d)
+    cert, key = ca.issue("gw.test", dns=["gw.test"])
+    with Backend("echo", id="b1") as b:
+        conf = gateway_config([tls_listener(cert, key)], [{"name": "main", "backends": [b]}])
+        conf = conf.replace("max_connections = 100000", "max_connections = 2")
+        check("max_connections = 2" in conf, "max_connections not set in the test configuration")
+        with Wsgate(conf) as gw:
+            ctx = client_context(ca.cert)
+            held = []
+            try:
+                for i in range(2):
+                    status, sock = tls_upgrade(gw.port, ctx)
+                    held.append(sock)
+                    check_eq(status, 101, f"session {i + 1} within max_connections = 2")
+                # The 503 comes as soon as TLS is up, before any request.
+                for what, request in (("without a request", False), ("with a request", True)):
+                    status, sock = tls_upgrade(gw.port, ctx, request=request)
+                    sock.close()
+                    check_eq(status, 503, f"third TLS client {what}")
+                # 64 connections stuck before their ClientHello fill the refusal
+                # slots: the next one is closed at once, without TLS.
+                stuck = [socket.create_connection((HOST, gw.port), timeout=5) for _ in range(64)]
+                try:
+                    time.sleep(0.3)
+                    extra = socket.create_connection((HOST, gw.port), timeout=3)
+                    try:
+                        check_eq(extra.recv(1), b"", "65th refusal: closed without a TLS handshake")
+                    finally:
+                        extra.close()
+                finally:
+                    for s in stuck:
+                        s.close()
+                check(wait_until(lambda: _status_or_none(gw.port, ctx) == 503, 5),
+                      "no 503 once the stuck connections closed")
+                # Closing a session frees its slot at once: refusals hold none.
+                held.pop().close()
+                check(wait_until(lambda: _status_or_none(gw.port, ctx, keep=held) == 101, 5),
+                      "no session admitted after one closed")
+                # Like a plain listener's 503 at accept, the refusals write no access-log line.
+                entries = gw.access_log_entries(wait_for=0)
+                check_eq(sorted({e["status"] for e in entries}), [101], "access-log statuses")
+            finally:
+                for s in held:
+                    s.close()
+            return "TLS clients told 503; the 65th concurrent refusal closed"
+
+
+def _status_or_none(port, ctx, keep=None):
+    """The status a new TLS client gets (None on a TLS or socket failure);
+    a 101 socket goes to <keep>, any other is closed."""
+    try:
+        status, sock = tls_upgrade(port, ctx)
+    except (OSError, HarnessError):
+        return None
+    if status == 101 and keep is not None:
+        keep.append(sock)
+    else:
+        sock.close()
+    return status
 
 
 if __name__ == "__main__":

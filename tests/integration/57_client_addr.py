@@ -1,18 +1,20 @@
-"""Client addresses: PROXY protocol v1/v2 from an L4 balancer, X-Forwarded-For
-from trusted proxies, and the per-address limits (connections and
-handshake rate -> 429). With hash = "ip" the resolved client address is the
+"""Client addresses: PROXY protocol v1/v2 from an L4 balancer (before plain
+HTTP or before TLS), X-Forwarded-For from trusted proxies, and the
+per-address limits (connections and handshake rate -> 429). With hash = "ip" the resolved client address is the
 key, so a client keeps its back end whichever way its address arrives."""
 
 import json
 import socket
+import ssl
 import time
 from contextlib import ExitStack
 
-from harness import (HOST, Backend, Wsgate, check, check_between, check_eq,
-                     free_port, main, parse_response, raw_request, test,
-                     upgrade_head, wait_until)
-from tlsutil import (PROXY_V2_SIGNATURE, ask_backend, gateway_config,
-                     proxy_v1, proxy_v2, raw_upgrade)
+from harness import (HOST, OP_TEXT, Backend, FrameSocket, HarnessError, Wsgate,
+                     accept_key, check, check_between, check_eq, free_port,
+                     main, new_key, new_tmpdir, parse_head, parse_response,
+                     raw_request, read_head, test, upgrade_head, wait_until)
+from tlsutil import (PROXY_V2_SIGNATURE, Ca, ask_backend, client_context,
+                     gateway_config, proxy_v1, proxy_v2, raw_upgrade)
 
 
 def three_backends(stack):
@@ -126,6 +128,186 @@ def hash_uses_real_address():
                 check_eq(ids, {mapping[addr]}, f"PROXY {version} {addr} over 10 connections")
         counts = {i: list(mapping.values()).count(i) for i in set(mapping.values())}
         return f"30 addresses x 4 arrival ways agree; spread {counts}"
+
+
+def tls_after_proxy(port, header, ctx, split=False):
+    """A TLS socket (SNI gw.test) to 127.0.0.1:<port> whose first bytes were
+    the cleartext PROXY <header>, as an L4 balancer sends them. By default
+    the header and the ClientHello leave in one TCP segment (TCP_CORK), so
+    wsgate must stop reading exactly at the header's end; <split> sends the
+    header in 5-byte pieces first."""
+    sock = socket.create_connection((HOST, port), timeout=5)
+    try:
+        if split:
+            for i in range(0, len(header), 5):
+                sock.sendall(header[i:i + 5])
+                time.sleep(0.02)
+        else:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+            sock.sendall(header)
+        # The ClientHello joins the corked header; the kernel sends both
+        # together at the latest 200 ms later, while the handshake waits.
+        tls = ctx.wrap_socket(sock, server_hostname="gw.test")
+    except BaseException:
+        sock.close()
+        raise
+    tls.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+    return tls
+
+
+def ask_over(sock, port, command):
+    """Upgrades on the connected <sock>, sends the text <command>, returns
+    the back end's answer and closes the session cleanly."""
+    key = new_key()
+    sock.sendall(upgrade_head("/", f"{HOST}:{port}", key))
+    head, leftover = read_head(sock, 5)
+    status_line, headers = parse_head(head)
+    if status_line[1] != "101" or headers.get("sec-websocket-accept") != accept_key(key):
+        raise HarnessError(f"handshake answered {head[:80]!r}")
+    ws = FrameSocket(sock, leftover, mask=True)
+    ws.send_text(command)
+    answer = ws.recv_message(timeout=5)
+    if answer is None or answer[0] != OP_TEXT:
+        raise HarnessError(f"no text answer to {command!r}: {answer!r}")
+    ws.send_close(1000)
+    ws.recv_close(timeout=5)
+    return answer[1].decode()
+
+
+def ask_tls_after_proxy(port, header, ctx, command="whoami", split=False):
+    sock = tls_after_proxy(port, header, ctx, split)
+    try:
+        return ask_over(sock, port, command)
+    finally:
+        sock.close()
+
+
+@test(timeout=60)
+def proxy_protocol_before_tls():
+    """A listener with proxy_protocol and [listener.tls]: the PROXY header
+    comes in cleartext, then TLS. The header's source is the client for
+    X-Forwarded-For, the access log and hash = "ip" (the same back end as
+    the same source gets through a plain PROXY listener)."""
+    d = new_tmpdir("pki")
+    ca = Ca(d)
+    cert, key = ca.issue("gw.test", dns=["gw.test"])
+    ctx = client_context(ca.cert)
+    with ExitStack() as stack:
+        backends = three_backends(stack)
+        plain_port = free_port()
+        gw = stack.enter_context(Wsgate(gateway_config(
+            [{"listen": f"{HOST}:@PORT@", "proxy_protocol": True, "tls": {"cert": cert, "key": key}},
+             {"listen": f"{HOST}:{plain_port}", "proxy_protocol": True}],
+            [{"name": "main", "hash": "ip", "backends": backends}])))
+        check(wait_until(lambda: _listening(plain_port), 5), "plain PROXY listener not bound")
+        cases = [("v1", proxy_v1("203.0.113.7", 5555, HOST, gw.port), "203.0.113.7:5555", False),
+                 ("v2", proxy_v2("198.51.100.20", 6000, HOST, gw.port), "198.51.100.20:6000", False),
+                 ("v2 split", proxy_v2("192.0.2.44", 7000, HOST, gw.port), "192.0.2.44:7000", True)]
+        for what, header, client, split in cases:
+            seen = json.loads(ask_tls_after_proxy(gw.port, header, ctx, "headers", split=split))
+            check_eq(seen.get("x-forwarded-for"), client.split(":")[0], f"PROXY {what} + TLS: X-Forwarded-For")
+            check_eq(seen.get("x-forwarded-proto"), "https", f"PROXY {what} + TLS: X-Forwarded-Proto")
+            found = entries_for(gw, lambda e: e["client"] == client, 1)
+            check(found and found[0]["status"] == 101,
+                  f"PROXY {what} + TLS: no access-log line with client {client}: "
+                  f"{gw.access_log_entries(wait_for=0)}")
+        mapping = {}
+        for k in range(2, 14):
+            addr = f"127.0.0.{k}"
+            via_tls = {ask_tls_after_proxy(gw.port, make(addr, 40000 + k, HOST, gw.port), ctx)
+                       for make in (proxy_v1, proxy_v2)}
+            plain = ask_backend(plain_port, prefix=proxy_v1(addr, 40000 + k, HOST, plain_port))
+            check_eq(via_tls, {plain}, f"{addr}: back end over PROXY + TLS vs plain PROXY")
+            mapping[addr] = plain
+        check(len(set(mapping.values())) >= 2, f"12 addresses all went to {set(mapping.values())}")
+        return f"v1, v2 and a split v2 header before TLS; 12 addresses hash alike; spread {sorted(mapping.values())}"
+
+
+@test
+def proxy_protocol_before_tls_bad_header_closed():
+    """On a PROXY + TLS listener, a bad header (or a ClientHello with no
+    header) is closed without an answer, before any TLS; an incomplete one
+    at the handshake timeout."""
+    d = new_tmpdir("pki")
+    ca = Ca(d)
+    cert, key = ca.issue("gw.test", dns=["gw.test"])
+    ctx = client_context(ca.cert)
+    with Backend("echo", id="b1") as b, \
+            Wsgate(gateway_config([{"listen": f"{HOST}:@PORT@", "proxy_protocol": True,
+                                    "tls": {"cert": cert, "key": key}}],
+                                  [{"name": "main", "backends": [b]}],
+                                  timeouts={"handshake": "1s"})) as gw:
+        bad = [("no PROXY header", b""),
+               ("garbage line", b"PROXY BOGUS whatever\r\n"),
+               ("v2 bad version", PROXY_V2_SIGNATURE + bytes([0x31, 0x11, 0, 12]) + bytes(12)),
+               ("v2 longer than max_header_bytes", PROXY_V2_SIGNATURE + bytes([0x21, 0x11, 0x50, 0x00]))]
+        for what, prefix in bad:
+            sock = socket.create_connection((HOST, gw.port), timeout=5)
+            try:
+                started = time.monotonic()
+                try:
+                    tls = tls_after_proxy_on(sock, prefix, ctx)
+                except (ssl.SSLError, OSError):
+                    tls = None
+                check(tls is None, f"{what}: TLS handshake completed")
+                check(time.monotonic() - started < 0.9, f"{what}: closed only at the timeout")
+            finally:
+                sock.close()
+        # Half a header, then silence: closed at the 1 s handshake timeout.
+        sock = socket.create_connection((HOST, gw.port), timeout=5)
+        try:
+            started = time.monotonic()
+            sock.sendall(proxy_v2("203.0.113.5", 5000, HOST, gw.port)[:20])
+            check_eq(sock.recv(1), b"", "incomplete PROXY header: bytes answered")
+            check_between(time.monotonic() - started, 0.8, 3.0, "incomplete PROXY header closed after (s)")
+        finally:
+            sock.close()
+        check(entries_for(gw, lambda e: e["reason"] == "PROXY header timeout", 1),
+              f"no 'PROXY header timeout' access-log line: {gw.access_log_entries(wait_for=0)}")
+        check_eq(b.events("open"), [], "back-end sessions opened by bad PROXY headers")
+        logged = wait_until(lambda: gw.error_log().count("bad PROXY header") >= len(bad), 5)
+        check(logged, f"'bad PROXY header' lines: {gw.error_log().count('bad PROXY header')} of {len(bad)}")
+        # The listener still serves a good client afterwards.
+        check_eq(ask_tls_after_proxy(gw.port, proxy_v1("203.0.113.9", 1234, HOST, gw.port), ctx, "fine"),
+                 "fine", "echo after the bad headers")
+        return f"{len(bad)} bad headers closed before TLS"
+
+
+@test
+def proxy_protocol_before_tls_counts_proxy_sources():
+    """limits.max_connections_per_ip on a PROXY + TLS listener counts the
+    PROXY source; the 429 comes inside the TLS session."""
+    d = new_tmpdir("pki")
+    ca = Ca(d)
+    cert, key = ca.issue("gw.test", dns=["gw.test"])
+    ctx = client_context(ca.cert)
+    with Backend("echo", id="b1") as b, \
+            Wsgate(gateway_config([{"listen": f"{HOST}:@PORT@", "proxy_protocol": True,
+                                    "tls": {"cert": cert, "key": key}}],
+                                  [{"name": "main", "backends": [b]}],
+                                  limits={"max_connections_per_ip": 1})) as gw:
+        held = []
+        try:
+            for src in ("203.0.113.1", "203.0.113.2"):
+                sock = tls_after_proxy(gw.port, proxy_v1(src, 4000, HOST, gw.port), ctx)
+                held.append(sock)
+                sock.sendall(upgrade_head("/", f"{HOST}:{gw.port}"))
+                head, _ = read_head(sock, 5)
+                check_eq(parse_head(head)[0][1], "101", f"first session of {src}")
+            sock = tls_after_proxy(gw.port, proxy_v1("203.0.113.1", 4001, HOST, gw.port), ctx)
+            held.append(sock)
+            head, _ = read_head(sock, 5)
+            check_eq(parse_head(head)[0][1], "429", "second session of 203.0.113.1, over TLS")
+        finally:
+            for s in held:
+                s.close()
+
+
+def tls_after_proxy_on(sock, prefix, ctx):
+    """Sends <prefix> and then a ClientHello on <sock>; the TLS socket, or
+    an exception when the handshake fails."""
+    sock.sendall(prefix)
+    return ctx.wrap_socket(sock, server_hostname="gw.test")
 
 
 def _listening(port):
