@@ -97,6 +97,8 @@ Session::~Session() {
     if (proxy_fd_ >= 0) evutil_closesocket(proxy_fd_);
     if (client_.bev) bufferevent_free(client_.bev);
     if (backend_.bev) bufferevent_free(backend_.bev);
+    raw_release(client_);
+    raw_release(backend_);
 }
 
 void Session::set_state(SessionState next) {
@@ -160,12 +162,8 @@ void Session::on_client_event(bufferevent*, short what, void* self) {
             s->http_->on_client_event(what);
             break;
         case SessionState::Open:
-            s->peer_gone(Side::Client, "client vanished");
-            break;
         case SessionState::Closing:
-            if (s->awaits_close_reply(Side::Client, what)) break;
-            s->release(Side::Client);
-            s->maybe_finish_closing();
+            s->tunnel_peer_closed(Side::Client, what);
             break;
         default:
             if (s->record_.reason.empty()) s->record_.reason = "client closed";
@@ -226,12 +224,8 @@ void Session::on_backend_event(bufferevent*, short what, void* self) {
             if (evbuffer_get_length(bufferevent_get_output(s->client_.bev)) == 0) s->lingering_close();
             break;
         case SessionState::Open:
-            s->peer_gone(Side::Backend, "backend reset");
-            break;
         case SessionState::Closing:
-            if (s->awaits_close_reply(Side::Backend, what)) break;
-            s->release(Side::Backend);
-            s->maybe_finish_closing();
+            s->tunnel_peer_closed(Side::Backend, what);
             break;
         default: break;
     }
@@ -816,6 +810,18 @@ void Session::open_tunnel(bool deflate) {
     const config::Config& config = generation_->config();
     from_client_ = Flow(ws::ScannerPolicy{ws::Direction::ClientToServer, deflate, config.limits.max_message_bytes});
     from_backend_ = Flow(ws::ScannerPolicy{ws::Direction::ServerToClient, deflate, 0});
+    timespec opened{};
+    clock_gettime(CLOCK_MONOTONIC, &opened);
+    std::int64_t micros = (opened.tv_sec - accepted_at_.tv_sec) * 1000000 + (opened.tv_nsec - accepted_at_.tv_nsec) / 1000;
+    worker_.metrics().observe_handshake(static_cast<std::uint64_t>(std::max<std::int64_t>(micros, 0)));
+    std::int64_t now = worker_.now_ms();
+    client_.last_rx_ms = backend_.last_rx_ms = last_activity_ms_ = now;
+    set_state(SessionState::Open);
+    arm_timer(next_tunnel_deadline() - now);
+    if (client_.plain && backend_.plain) {
+        switch_to_raw();
+        return;
+    }
     std::size_t high = config.limits.buffer_bytes;
     for (bufferevent* bev : {client_.bev, backend_.bev}) {
         bufferevent_setwatermark(bev, EV_READ, 0, high);
@@ -826,14 +832,6 @@ void Session::open_tunnel(bool deflate) {
         bufferevent_set_max_single_write(bev, std::min<std::size_t>(high, kMaxSingleIo));
         bufferevent_enable(bev, EV_READ);
     }
-    timespec opened{};
-    clock_gettime(CLOCK_MONOTONIC, &opened);
-    std::int64_t micros = (opened.tv_sec - accepted_at_.tv_sec) * 1000000 + (opened.tv_nsec - accepted_at_.tv_nsec) / 1000;
-    worker_.metrics().observe_handshake(static_cast<std::uint64_t>(std::max<std::int64_t>(micros, 0)));
-    std::int64_t now = worker_.now_ms();
-    client_.last_rx_ms = backend_.last_rx_ms = last_activity_ms_ = now;
-    set_state(SessionState::Open);
-    arm_timer(next_tunnel_deadline() - now);
     pump(Side::Client);
     if (state_ == SessionState::Open || state_ == SessionState::Closing) pump(Side::Backend);
 }
@@ -984,7 +982,7 @@ bool Session::handle_control_frame(Side from, const std::uint8_t* frame, const w
             record_.reason = from == Side::Client ? "client closed" : "backend closed";
         }
         if (!dst.gone && !dst.close_sent) {
-            bufferevent_write(dst.bev, frame, frame_bytes);
+            send_to(other(from), frame, frame_bytes);
             if (from == Side::Backend) record_.bytes_out += frame_bytes;
             dst.close_sent = true;
         }
@@ -1002,7 +1000,7 @@ bool Session::handle_control_frame(Side from, const std::uint8_t* frame, const w
         auto dir = static_cast<std::size_t>(from == Side::Client ? obs::Dir::ClientToBackend : obs::Dir::BackendToClient);
         worker_.metrics().frames[dir].add();
         worker_.metrics().bytes[dir].add(frame_bytes);
-        bufferevent_write(dst.bev, frame, frame_bytes);
+        send_to(other(from), frame, frame_bytes);
         if (from == Side::Backend) record_.bytes_out += frame_bytes;
     }
     return true;
@@ -1028,7 +1026,7 @@ void Session::send_ping(Side to) {
         std::memcpy(mask->data(), &bits, 4);
     }
     std::size_t n = ws::encode_control_frame(frame, ws::Opcode::Ping, peer.ping_payload, mask);
-    bufferevent_write(peer.bev, frame, n);
+    send_to(to, frame, n);
     if (to == Side::Client) record_.bytes_out += n;
     peer.ping_outstanding = true;
     peer.ping_sent_ms = worker_.now_ms();
@@ -1054,7 +1052,7 @@ void Session::send_close(Side to, std::uint16_t code, std::string_view reason) {
         std::memcpy(mask->data(), &bits, 4);
     }
     std::size_t n = ws::encode_close_frame(frame, code, reason, mask);
-    bufferevent_write(peer.bev, frame, n);
+    send_to(to, frame, n);
     if (to == Side::Client) record_.bytes_out += n;
 }
 
@@ -1063,7 +1061,11 @@ void Session::protocol_failure(Side offender, std::uint16_t code, std::string_vi
                       side_name(offender), code);
     // The offender's further bytes are meaningless: stop reading them.
     Endpoint& bad = endpoint(offender);
-    evbuffer_drain(bufferevent_get_input(bad.bev), evbuffer_get_length(bufferevent_get_input(bad.bev)));
+    if (bad.bev) {
+        evbuffer_drain(bufferevent_get_input(bad.bev), evbuffer_get_length(bufferevent_get_input(bad.bev)));
+    } else {
+        bad.carry.clear();
+    }
     bad.close_received = true;
     std::string_view log_reason = code == ws::close_code::message_too_big ? "message too big" : "protocol error";
     send_close(offender, code, reason);
@@ -1098,9 +1100,52 @@ void Session::peer_gone(Side side, const char* reason) {
 // the session's state (and it is cancelled if the session ends first).
 void Session::resume_survivor(Side side) {
     Endpoint& peer = endpoint(side);
-    if (!peer.bev || peer.gone || peer.flushing) return;
+    if (peer.gone || peer.flushing) return;
+    if (!peer.bev) {
+        // Raw: unread bytes wait in the kernel, and the level-triggered
+        // read interest reports them on the next turn.
+        peer.read_paused = false;
+        raw_update_interest(side);
+        return;
+    }
     bufferevent_enable(peer.bev, EV_READ);
     bufferevent_trigger(peer.bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+// <side>'s connection ended (EOF or error) while the tunnel is open or
+// closing.
+void Session::tunnel_peer_closed(Side side, short what) {
+    if (state_ == SessionState::Open) {
+        peer_gone(side, side == Side::Client ? "client vanished" : "backend reset");
+        return;
+    }
+    if (awaits_close_reply(side, what)) {
+        Endpoint& peer = endpoint(side);
+        if (!peer.bev) {
+            peer.read_done = true;
+            raw_update_interest(side);
+        }
+        return;
+    }
+    release(side);
+    maybe_finish_closing();
+}
+
+// Queues <length> bytes of ours (or a whole relayed control frame) for
+// <to>, after anything already queued.
+void Session::send_to(Side to, const std::uint8_t* data, std::size_t length) {
+    Endpoint& peer = endpoint(to);
+    if (peer.bev) {
+        bufferevent_write(peer.bev, data, length);
+    } else {
+        raw_send(to, data, length);
+    }
+}
+
+std::size_t Session::output_length(Side side) const {
+    const Endpoint& peer = side == Side::Client ? client_ : backend_;
+    if (peer.bev) return evbuffer_get_length(bufferevent_get_output(peer.bev));
+    return peer.pending ? evbuffer_get_length(peer.pending) : 0;
 }
 
 bool Session::monitors(Side side) const {
@@ -1237,13 +1282,18 @@ void Session::maybe_finish_closing() {
 void Session::flush_and_release(Side side) {
     Endpoint& peer = endpoint(side);
     if (peer.gone) return;
-    if (evbuffer_get_length(bufferevent_get_output(peer.bev)) == 0) {
+    if (output_length(side) == 0) {
         release(side);
         return;
     }
     peer.flushing = true;
-    bufferevent_disable(peer.bev, EV_READ);
-    bufferevent_setwatermark(peer.bev, EV_WRITE, 0, 0);
+    if (peer.bev) {
+        bufferevent_disable(peer.bev, EV_READ);
+        bufferevent_setwatermark(peer.bev, EV_WRITE, 0, 0);
+    } else {
+        peer.read_done = true;
+        raw_update_interest(side);
+    }
 }
 
 void Session::release(Side side) {
@@ -1255,6 +1305,7 @@ void Session::release(Side side) {
         bufferevent_free(peer.bev);
         peer.bev = nullptr;
     }
+    raw_release(peer);
 }
 
 void Session::finish() {

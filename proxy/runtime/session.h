@@ -85,7 +85,20 @@ public:
 private:
     // One TCP connection of the session and what the proxy knows of it.
     struct Endpoint {
+        // The handshake, and tunnels with a TLS side, go through a
+        // bufferevent. A tunnel between two plain sockets drops both
+        // bufferevents and does its own I/O (session_raw.cpp): then <bev> is
+        // null and <fd>, <io> and <pending> are used.
         bufferevent* bev = nullptr;
+        int fd = -1;                   // raw tunnel: the socket
+        event* io = nullptr;           // raw tunnel: readiness, for reading and/or writing
+        short interest = 0;            // raw tunnel: what <io> waits for (EV_READ, EV_WRITE)
+        evbuffer* pending = nullptr;   // raw tunnel: bytes the socket has not taken yet; null when none
+        std::string carry;             // raw tunnel: the start of an incomplete frame header or control
+                                       // frame, scanned again with the next read
+        bool read_paused = false;      // raw tunnel: backpressure, the other side's output is full
+        bool read_done = false;        // raw tunnel: EOF seen, or no more input wanted
+        bool broken = false;           // raw tunnel: a write failed; handled as a reset on the next turn
         bool close_sent = false;       // a close frame went to this peer (relayed or ours)
         bool close_received = false;   // this peer sent a close frame
         bool gone = false;             // its connection is released
@@ -112,6 +125,8 @@ private:
     static void on_backend_write(bufferevent* bev, void* self);
     static void on_backend_event(bufferevent* bev, short what, void* self);
     static void on_timer(evutil_socket_t, short, void* self);
+    static void on_client_io(evutil_socket_t, short what, void* self);
+    static void on_backend_io(evutil_socket_t, short what, void* self);
     static void on_proxy_readable(evutil_socket_t, short, void* self);
 
     void set_state(SessionState next);
@@ -150,6 +165,20 @@ private:
     void send_close(Side to, std::uint16_t code, std::string_view reason);
     void protocol_failure(Side offender, std::uint16_t code, std::string_view reason);
     void peer_gone(Side side, const char* reason);
+    void tunnel_peer_closed(Side side, short what);
+    void send_to(Side to, const std::uint8_t* data, std::size_t length);
+    std::size_t output_length(Side side) const;
+
+    // Raw tunnel (session_raw.cpp).
+    void switch_to_raw();
+    void raw_io(Side side, short what);
+    void raw_read(Side side);
+    bool raw_scan(Side from, const std::uint8_t* data, std::size_t length);
+    void raw_forward(Side from, const std::uint8_t* data, std::size_t length);
+    void raw_send(Side to, const std::uint8_t* data, std::size_t length);
+    bool raw_write_pending(Side side);
+    void raw_update_interest(Side side);
+    void raw_release(Endpoint& peer);
     bool awaits_close_reply(Side side, short what) const;
     void resume_survivor(Side side);
     void on_tunnel_timer();

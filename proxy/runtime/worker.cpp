@@ -59,6 +59,10 @@ Worker::Worker(Shared& shared, unsigned index) : shared_(shared), index_(index),
     notify_event_ = event_new(base_, notify_fd_, EV_READ | EV_PERSIST, &Worker::on_notify, this);
     event_add(notify_event_, nullptr);
     drain_deadline_ = evtimer_new(base_, &Worker::on_drain_deadline, this);
+    // One read of at most 128 KiB, after the bytes carried over from the
+    // last one: an incomplete frame header, or at the switch to a raw tunnel
+    // what the handshake's buffers held (at most a response head's 64 KiB).
+    read_buffer_.resize(256 * 1024);
     reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
     accept_resume_ = evtimer_new(base_, [](evutil_socket_t, short, void* self) {
         for (BoundListener& l : static_cast<Worker*>(self)->listeners_) evconnlistener_enable(l.listener);

@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <span>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -103,6 +104,10 @@ public:
     // limits.handshakes_per_ip: false (with seconds until a retry may pass)
     // when <client_ip> is over its rate.
     bool take_handshake_token(const std::string& client_ip, std::int64_t& retry_after_seconds);
+    // Where raw tunnels (plain sockets on both sides) read: a read is
+    // scanned and forwarded before the next one starts on this thread, so
+    // one buffer serves every session and an idle tunnel holds none.
+    std::span<std::uint8_t> read_buffer() { return read_buffer_; }
     // Plain HTTP: idle keep-alive connections to back ends.
     UpstreamPool& upstreams() { return upstreams_; }
     // The newest generation this worker adopted (for the next request on a
@@ -156,6 +161,7 @@ private:
     // instead of waiting in the backlog for a descriptor (then reopened).
     int reserve_fd_ = -1;
     std::size_t tls_refusals_ = 0;   // sessions with over_limit set: TLS clients being told 503
+    std::vector<std::uint8_t> read_buffer_;
     std::thread thread_;
 };
 
