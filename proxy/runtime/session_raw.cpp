@@ -71,6 +71,9 @@ void Session::switch_to_raw() {
                             side == Side::Client ? &Session::on_client_io : &Session::on_backend_io, this);
     }
     if (!client_.io || !backend_.io) {
+        for (Endpoint* peer : {&client_, &backend_}) {
+            if (!peer->io) evutil_closesocket(peer->fd);
+        }
         record_.reason = "out of memory";
         record_.close_by = "proxy";
         finish();
@@ -285,16 +288,14 @@ bool Session::raw_scan(Side from, const std::uint8_t* data, std::size_t length) 
 }
 
 // Frees what a raw endpoint holds and closes its socket. Nothing for an
-// endpoint that never left its bufferevent.
+// endpoint that never left its bufferevent (its <io> is null), which closed
+// the socket itself.
 void Session::raw_release(Endpoint& peer) {
-    if (peer.io) {
-        event_free(peer.io);
-        peer.io = nullptr;
-    }
-    if (peer.fd >= 0) {
-        evutil_closesocket(peer.fd);
-        peer.fd = -1;
-    }
+    if (!peer.io) return;
+    event_free(peer.io);
+    peer.io = nullptr;
+    evutil_closesocket(peer.fd);
+    peer.fd = -1;
     if (peer.pending) {
         evbuffer_free(peer.pending);
         peer.pending = nullptr;
