@@ -418,9 +418,12 @@ def max_connections_503_inside_tls():
                     check_eq(status, 503, f"third TLS client {what}")
                 # 64 connections stuck before their ClientHello fill the refusal
                 # slots: the next one is closed at once, without TLS.
+                before = len(os.listdir(f"/proc/{gw.pid}/fd"))
                 stuck = [socket.create_connection((HOST, gw.port), timeout=5) for _ in range(64)]
                 try:
-                    time.sleep(0.3)
+                    # All 64 must be accepted (hold a slot) before the 65th comes.
+                    check(wait_until(lambda: len(os.listdir(f"/proc/{gw.pid}/fd")) >= before + 64, 10),
+                          "the 64 stuck connections were not all accepted")
                     extra = socket.create_connection((HOST, gw.port), timeout=3)
                     try:
                         check_eq(extra.recv(1), b"", "65th refusal: closed without a TLS handshake")
