@@ -65,10 +65,14 @@ asan: deps
 
 # Benchmark tools (tests/bench/, standalone: they share no code with proxy/)
 # and the on-demand side-by-side benchmark; not part of `make test`.
-BENCH_TOOLS := $(BUILD)/ws_loadgen $(BUILD)/ws_echo
+BENCH_TOOLS := $(BUILD)/ws_loadgen $(BUILD)/ws_echo $(BUILD)/tcp_relay_floor
 
 $(BUILD)/ws_%: $(BUILD)/tests/bench/ws_%.o
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The plain-epoll reference relay (scripts/bench target "floor"): no libraries.
+$(BUILD)/tcp_relay_floor: $(BUILD)/tests/bench/tcp_relay_floor.o
+	$(CXX) $(LDFLAGS) -o $@ $^
 
 # Keep the objects (make would delete them as intermediates of the pattern rule).
 .PRECIOUS: $(BUILD)/tests/bench/%.o
