@@ -86,8 +86,7 @@ Session::Session(Worker& worker, std::shared_ptr<const Generation> generation)
       generation_(std::move(generation)),
       from_client_(ws::ScannerPolicy{}),
       from_backend_(ws::ScannerPolicy{}),
-      request_parser_(http1::Limits{generation_->config().limits.max_header_bytes, 100, 8192}),
-      response_parser_(http1::Limits{64 * 1024, 100, 8192}) {
+      handshake_(std::make_unique<Handshake>(generation_->config().limits.max_header_bytes)) {
     timer_ = evtimer_new(worker_.base(), &Session::on_timer, this);
 }
 
@@ -459,7 +458,7 @@ void Session::read_request() {
                                                generation_->config().limits.max_header_bytes + 1);
     const char* data = reinterpret_cast<const char*>(evbuffer_pullup(input, static_cast<ev_ssize_t>(length)));
     http1::RequestHead request;
-    http1::Result result = request_parser_.parse(std::string_view(data, length), request);
+    http1::Result result = handshake_->request_parser.parse(std::string_view(data, length), request);
     switch (result.status) {
         case http1::Status::NeedMore: return;
         case http1::Status::Error:
@@ -532,11 +531,12 @@ void Session::handle_request(const http1::RequestHead& request, std::size_t head
     record_.key_fallback = key.fell_back;
     key_hash_ = chash::hash_bytes(key.value);
     sticky_index_ = sticky_backend(*pool_, request);
-    client_key_ = check.key;
-    forwarded_head_ = forward::build_request_head(
+    Handshake& hs = *handshake_;
+    hs.client_key = check.key;
+    hs.forwarded_head = forward::build_request_head(
         request, forward::ClientFacts{peer_ip_, listener_->tls ? "https" : "http", record_.request_id,
-                                      added_headers_.empty() ? nullptr : &added_headers_,
-                                      stripped_names_.empty() ? nullptr : &stripped_names_});
+                                      hs.added_headers.empty() ? nullptr : &hs.added_headers,
+                                      hs.stripped_names.empty() ? nullptr : &hs.stripped_names});
 
     // The views in <request> die here: the head leaves the input buffer. Any
     // bytes after it stay queued until the tunnel opens.
@@ -550,10 +550,11 @@ void Session::handle_request(const http1::RequestHead& request, std::size_t head
 // become X-Auth-* headers and <claim_key> holds the pool's hash claim.
 bool Session::authorize(const config::Route& route, const http1::RequestHead& request, std::string& claim_key) {
     const config::RouteAuth& auth = *route.auth;
+    Handshake& hs = *handshake_;
     // A kept-alive connection authorises each request afresh.
-    added_headers_.clear();
-    added_storage_.clear();
-    stripped_names_.clear();
+    hs.added_headers.clear();
+    hs.added_storage.clear();
+    hs.stripped_names.clear();
     record_.subject.clear();
     std::optional<std::string> token;
     switch (auth.token_from) {
@@ -589,16 +590,16 @@ bool Session::authorize(const config::Route& route, const http1::RequestHead& re
     record_.subject = result.claims.header_value("sub").value_or("");
     for (const std::string& claim : auth.forward_claims) {
         if (auto value = result.claims.header_value(claim)) {
-            added_storage_.push_back(forward::claim_header_name(claim));
-            added_storage_.push_back(*value);
+            hs.added_storage.push_back(forward::claim_header_name(claim));
+            hs.added_storage.push_back(*value);
         }
     }
-    for (std::size_t i = 0; i + 1 < added_storage_.size(); i += 2) {
-        added_headers_.push_back(http1::Header{added_storage_[i], added_storage_[i + 1]});
+    for (std::size_t i = 0; i + 1 < hs.added_storage.size(); i += 2) {
+        hs.added_headers.push_back(http1::Header{hs.added_storage[i], hs.added_storage[i + 1]});
     }
     // Every X-Auth-* header the route could send is ours, present in this
     // token or not: a client-sent copy must never reach the back end.
-    for (const std::string& claim : auth.forward_claims) stripped_names_.push_back(forward::claim_header_name(claim));
+    for (const std::string& claim : auth.forward_claims) hs.stripped_names.push_back(forward::claim_header_name(claim));
     const config::Pool& pool = generation_->config().pools[route.pool_index];
     if (pool.hash.source == chash::KeySource::Claim) claim_key = result.claims.header_value(pool.hash.name).value_or("");
     return true;
@@ -702,8 +703,8 @@ void Session::backend_connected() {
     record_.connect_ms = worker_.now_ms() - connect_started_ms_;
     set_nodelay(backend_.bev);
     set_nodelay(client_.bev);
-    bufferevent_write(backend_.bev, forwarded_head_.data(), forwarded_head_.size());
-    std::string().swap(forwarded_head_);
+    bufferevent_write(backend_.bev, handshake_->forwarded_head.data(), handshake_->forwarded_head.size());
+    std::string().swap(handshake_->forwarded_head);
     bufferevent_setwatermark(backend_.bev, EV_READ, 0, 64 * 1024 + 1);
     bufferevent_enable(backend_.bev, EV_READ);
     set_state(SessionState::AwaitingResponse);
@@ -715,7 +716,7 @@ void Session::read_response() {
     std::size_t length = std::min<std::size_t>(evbuffer_get_length(input), 64 * 1024 + 1);
     const char* data = reinterpret_cast<const char*>(evbuffer_pullup(input, static_cast<ev_ssize_t>(length)));
     http1::ResponseHead response;
-    http1::Result result = response_parser_.parse(std::string_view(data, length), response);
+    http1::Result result = handshake_->response_parser.parse(std::string_view(data, length), response);
     if (result.status == http1::Status::NeedMore) return;
     if (result.status == http1::Status::Error) {
         worker_.log().log(obs::Level::Warn, "bad response head from {}: {}", record_.backend, result.reason);
@@ -725,7 +726,7 @@ void Session::read_response() {
     }
     evbuffer* to_client = bufferevent_get_output(client_.bev);
     if (response.status == 101) {
-        ws::ResponseCheck check = ws::check_upgrade_response(response, client_key_);
+        ws::ResponseCheck check = ws::check_upgrade_response(response, handshake_->client_key);
         if (!check.ok) {
             worker_.log().log(obs::Level::Warn, "backend {} refused the upgrade badly: {}", record_.backend, check.reason);
             release(Side::Backend);
@@ -807,6 +808,8 @@ void Session::lingering_close() {
 // ---- Tunnel ------------------------------------------------------------------
 
 void Session::open_tunnel(bool deflate) {
+    // From here on no head is parsed and no header copy is needed.
+    handshake_.reset();
     const config::Config& config = generation_->config();
     from_client_ = Flow(ws::ScannerPolicy{ws::Direction::ClientToServer, deflate, config.limits.max_message_bytes});
     from_backend_ = Flow(ws::ScannerPolicy{ws::Direction::ServerToClient, deflate, 0});

@@ -111,6 +111,23 @@ private:
         std::array<std::uint8_t, 8> ping_payload{};
     };
 
+    // What only the handshake (and plain HTTP keep-alive) needs. It lives
+    // on the heap and is freed when the tunnel opens, so an open tunnel does
+    // not carry two parsers and the request's header copies (~400 bytes)
+    // for its whole life.
+    struct Handshake {
+        explicit Handshake(std::size_t max_header_bytes)
+            : request_parser(http1::Limits{max_header_bytes, 100, 8192}),
+              response_parser(http1::Limits{64 * 1024, 100, 8192}) {}
+        http1::RequestParser request_parser;
+        http1::ResponseParser response_parser;
+        std::string forwarded_head;
+        std::string client_key;                    // Sec-WebSocket-Key, to check the back end's accept
+        std::vector<http1::Header> added_headers;  // X-Auth-* from a verified token
+        std::vector<std::string> added_storage;    // backing strings of added_headers
+        std::vector<std::string> stripped_names;   // every X-Auth-* name the route may send
+    };
+
     // One direction of the tunnel: frames from <src> go to <dst>.
     struct Flow {
         explicit Flow(ws::ScannerPolicy policy) : scanner(policy) {}
@@ -210,16 +227,10 @@ private:
     Flow from_client_;
     Flow from_backend_;
 
-    http1::RequestParser request_parser_;
-    http1::ResponseParser response_parser_;
-    std::string forwarded_head_;
-    std::string client_key_;     // Sec-WebSocket-Key, to check the back end's accept
+    std::unique_ptr<Handshake> handshake_;  // null once the tunnel is open
     std::string peer_ip_;        // the connection's source (or the PROXY header's)
     std::string client_ip_;      // the client as resolved (trusted X-Forwarded-For), for hashing, limits, logs
     const config::Listener* listener_ = nullptr;
-    std::vector<http1::Header> added_headers_;  // X-Auth-* from a verified token
-    std::vector<std::string> added_storage_;    // backing strings of added_headers_
-    std::vector<std::string> stripped_names_;   // every X-Auth-* name the route may send
     const PoolRuntime* pool_ = nullptr;
     std::size_t backend_index_ = chash::kNone;
     std::shared_ptr<BackendState> backend_state_;

@@ -41,11 +41,12 @@ void Session::start_http(const http1::RequestHead& request, std::size_t head_byt
     http.key_hash = chash::hash_bytes(key.value);
     http.sticky = sticky_backend(pool, request);
     http.body = forward::request_body(request);
+    const Handshake& hs = *handshake_;
     http.head = forward::build_http_request_head(
         request,
         forward::ClientFacts{peer_ip_, listener_->tls ? "https" : "http", record_.request_id,
-                             added_headers_.empty() ? nullptr : &added_headers_,
-                             stripped_names_.empty() ? nullptr : &stripped_names_},
+                             hs.added_headers.empty() ? nullptr : &hs.added_headers,
+                             hs.stripped_names.empty() ? nullptr : &hs.stripped_names},
         http.body);
     http.head_method = request.method == "HEAD";
     http.version_minor = request.version_minor;
@@ -109,7 +110,7 @@ void Session::await_next_request() {
     const std::string client = std::move(record_.client);
     record_ = obs::AccessRecord{};
     record_.client = client;
-    request_parser_ = http1::RequestParser(http1::Limits{config.limits.max_header_bytes, 100, 8192});
+    handshake_->request_parser = http1::RequestParser(http1::Limits{config.limits.max_header_bytes, 100, 8192});
     keepalive_wait_ = true;
     set_state(SessionState::ReadingRequest);
     bufferevent_setwatermark(client_.bev, EV_READ, 0, config.limits.max_header_bytes + 1);
