@@ -64,6 +64,43 @@ bool response_has_no_body(int status) { return status < 200 || status == 204 || 
 
 const char* side_name(Side side) { return side == Side::Client ? "client" : "backend"; }
 
+// The front of an evbuffer as the contiguous extents evbuffer_peek() reports,
+// so that a frame header is read in place when it lies within one chain (the
+// common case) rather than copied out with evbuffer_ptr_set() and
+// evbuffer_copyout_from() for every frame. Valid only while the buffer is not
+// modified: reset() after every removal.
+class FrontPeek {
+public:
+    // The <want> bytes at <offset> of <buffer> (which holds at least
+    // offset + want bytes): in place when contiguous, else copied into
+    // <scratch>. Between resets <offset> never decreases.
+    std::span<const std::uint8_t> at(evbuffer* buffer, std::size_t offset, std::size_t want, std::uint8_t* scratch) {
+        if (!peeked_) {
+            count_ = std::min(evbuffer_peek(buffer, -1, nullptr, extents_, kExtents), kExtents);
+            index_ = 0;
+            base_ = 0;
+            peeked_ = true;
+        }
+        while (index_ < count_ && base_ + extents_[index_].iov_len <= offset) base_ += extents_[index_++].iov_len;
+        if (index_ < count_ && offset - base_ + want <= extents_[index_].iov_len) {
+            return {static_cast<const std::uint8_t*>(extents_[index_].iov_base) + (offset - base_), want};
+        }
+        evbuffer_ptr at;
+        evbuffer_ptr_set(buffer, &at, offset, EVBUFFER_PTR_SET);
+        evbuffer_copyout_from(buffer, &at, scratch, want);
+        return {scratch, want};
+    }
+    void reset() { peeked_ = false; }
+
+private:
+    static constexpr int kExtents = 8;
+    evbuffer_iovec extents_[kExtents];
+    int count_ = 0;
+    int index_ = 0;         // the extent holding the last offset asked for
+    std::size_t base_ = 0;  // offset of extents_[index_] in the buffer
+    bool peeked_ = false;
+};
+
 }  // namespace
 
 const char* to_string(SessionState state) {
@@ -826,8 +863,16 @@ void Session::open_tunnel(bool deflate) {
         return;
     }
     std::size_t high = config.limits.buffer_bytes;
+    // bufferevent_getfd() costs a locked control call: once per tunnel, not per write.
+    for (Endpoint* e : {&client_, &backend_}) e->fd = e->plain ? bufferevent_getfd(e->bev) : -1;
     for (bufferevent* bev : {client_.bev, backend_.bev}) {
-        bufferevent_setwatermark(bev, EV_READ, 0, high);
+        // No read high watermark: pump() consumes every input it is given
+        // except a partial frame header or control frame (< 140 bytes), and
+        // it disables reading itself while the destination is over <high>,
+        // so the input stays below one read (max_single_read) plus that.
+        // libevent's watermark callback would instead re-add the read event
+        // (event_add) on every read and every drain of the input.
+        bufferevent_setwatermark(bev, EV_READ, 0, 0);
         bufferevent_setwatermark(bev, EV_WRITE, high / 2, 0);
         // libevent reads at most 16 KiB per call by default; bulk tunnels
         // then pay a read (and its FIONREAD) per 16 KiB.
@@ -856,7 +901,16 @@ void Session::pump(Side from) {
     obs::WorkerMetrics& metrics = worker_.metrics();
     const auto dir = static_cast<std::size_t>(from == Side::Client ? obs::Dir::ClientToBackend : obs::Dir::BackendToClient);
     const std::int64_t now = worker_.now_ms();
+    std::size_t length = evbuffer_get_length(input);  // kept current as bytes leave <input>
     std::size_t run = 0;  // bytes at the front of <input> decided to go to <dst>
+    FrontPeek peek;
+    // Sends the run on its way; <input> changes, so its extents are re-read.
+    auto flush = [&] {
+        flush_run(from, run);
+        length -= run;
+        run = 0;
+        peek.reset();
+    };
 
     for (;;) {
         if (src.close_received) {
@@ -865,21 +919,21 @@ void Session::pump(Side from) {
             evbuffer_drain(input, evbuffer_get_length(input));
             return;
         }
-        const std::size_t available = evbuffer_get_length(input) - run;
+        const std::size_t available = length - run;
         if (available == 0) break;
-        if (!dst.gone && !dst.close_sent && evbuffer_get_length(bufferevent_get_output(dst.bev)) >= high) {
+        // <dst>'s output grows only when a run is flushed or a frame of ours
+        // is written, and run is 0 after both: checking then is enough.
+        if (run == 0 && !dst.gone && !dst.close_sent &&
+            evbuffer_get_length(bufferevent_get_output(dst.bev)) >= high) {
             bufferevent_disable(src.bev, EV_READ);
             break;
         }
-        std::size_t peek = 0;
+        std::span<const std::uint8_t> header;
         if (flow.scanner.at_frame_boundary()) {
             // Only the header is needed to decide; a control frame is copied whole below.
-            peek = std::min(available, ws::kMaxHeaderBytes);
-            evbuffer_ptr at;
-            evbuffer_ptr_set(input, &at, run, EVBUFFER_PTR_SET);
-            evbuffer_copyout_from(input, &at, front, peek);
+            header = peek.at(input, run, std::min(available, ws::kMaxHeaderBytes), front);
         }
-        ws::Step step = flow.scanner.step(std::span<const std::uint8_t>(front, peek), available);
+        ws::Step step = flow.scanner.step(header, available);
         switch (step.kind) {
             case ws::Step::Kind::NeedMore:
                 flush_run(from, run);
@@ -898,17 +952,14 @@ void Session::pump(Side from) {
                 }
                 // Bound a run by the watermark so one huge read does not
                 // bypass backpressure.
-                if (run >= high) {
-                    flush_run(from, run);
-                    run = 0;
-                }
+                if (run >= high) flush();
                 break;
             case ws::Step::Kind::ControlFrame:
-                flush_run(from, run);
-                run = 0;
+                flush();
                 evbuffer_remove(input, front, step.bytes);
                 if (from == Side::Client) record_.bytes_in += step.bytes;
                 if (!handle_control_frame(from, front, step.header)) return;
+                length = evbuffer_get_length(input);
                 break;
             case ws::Step::Kind::Error:
                 // The frames before the bad one were valid: they go through.
@@ -917,8 +968,7 @@ void Session::pump(Side from) {
                 return;
         }
         if (dst.ping_pending && flow.scanner.at_frame_boundary()) {
-            flush_run(from, run);
-            run = 0;
+            flush();
             send_ping(other(from));
         }
     }
@@ -943,8 +993,8 @@ void Session::flush_run(Side from, std::size_t bytes) {
     }
     if (from == Side::Backend) record_.bytes_out += bytes;
     evbuffer* output = bufferevent_get_output(dst.bev);
-    if (dst.plain && evbuffer_get_length(output) == 0) {
-        int written = evbuffer_write_atmost(input, bufferevent_getfd(dst.bev), static_cast<ev_ssize_t>(bytes));
+    if (dst.fd >= 0 && evbuffer_get_length(output) == 0) {
+        int written = evbuffer_write_atmost(input, dst.fd, static_cast<ev_ssize_t>(bytes));
         if (written > 0) bytes -= static_cast<std::size_t>(written);
         if (bytes == 0) return;
     }

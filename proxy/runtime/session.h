@@ -104,6 +104,7 @@ private:
         bool gone = false;             // its connection is released
         bool flushing = false;         // released once its output drains
         bool plain = false;            // a plain TCP socket (not TLS): may be written directly
+        evutil_socket_t fd = -1;       // plain, tunnel open: the socket, for those direct writes
         std::int64_t last_rx_ms = 0;   // last frame received from it (heartbeat)
         bool ping_pending = false;     // a heartbeat ping waits for a frame boundary
         bool ping_outstanding = false; // our ping is unanswered
