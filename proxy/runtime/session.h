@@ -90,7 +90,8 @@ private:
         // bufferevents and does its own I/O (session_raw.cpp): then <bev> is
         // null and <fd>, <io> and <pending> are used.
         bufferevent* bev = nullptr;
-        int fd = -1;                   // raw tunnel: the socket
+        int fd = -1;                   // tunnel open: the socket (raw tunnels; a plain side of a
+                                       // bufferevent tunnel, for direct writes)
         event* io = nullptr;           // raw tunnel: readiness, for reading and/or writing
         short interest = 0;            // raw tunnel: what <io> waits for (EV_READ, EV_WRITE)
         evbuffer* pending = nullptr;   // raw tunnel: bytes the socket has not taken yet; null when none
@@ -104,7 +105,6 @@ private:
         bool gone = false;             // its connection is released
         bool flushing = false;         // released once its output drains
         bool plain = false;            // a plain TCP socket (not TLS): may be written directly
-        evutil_socket_t fd = -1;       // plain, tunnel open: the socket, for those direct writes
         std::int64_t last_rx_ms = 0;   // last frame received from it (heartbeat)
         bool ping_pending = false;     // a heartbeat ping waits for a frame boundary
         bool ping_outstanding = false; // our ping is unanswered
