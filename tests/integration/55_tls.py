@@ -411,6 +411,9 @@ def max_connections_503_inside_tls():
                     status, sock = tls_upgrade(gw.port, ctx)
                     held.append(sock)
                     check_eq(status, 101, f"session {i + 1} within max_connections = 2")
+                def fd_count():
+                    return len(os.listdir(f"/proc/{gw.pid}/fd"))
+                held_fds = fd_count()
                 # The 503 comes as soon as TLS is up, before any request.
                 for what, request in (("without a request", False), ("with a request", True)):
                     status, sock = tls_upgrade(gw.port, ctx, request=request)
@@ -418,11 +421,12 @@ def max_connections_503_inside_tls():
                     check_eq(status, 503, f"third TLS client {what}")
                 # 64 connections stuck before their ClientHello fill the refusal
                 # slots: the next one is closed at once, without TLS.
-                before = len(os.listdir(f"/proc/{gw.pid}/fd"))
+                # The two refusals end (after their lingering close) first.
+                check(wait_until(lambda: fd_count() == held_fds, 5), "the two refusals were not closed")
                 stuck = [socket.create_connection((HOST, gw.port), timeout=5) for _ in range(64)]
                 try:
                     # All 64 must be accepted (hold a slot) before the 65th comes.
-                    check(wait_until(lambda: len(os.listdir(f"/proc/{gw.pid}/fd")) >= before + 64, 10),
+                    check(wait_until(lambda: fd_count() >= held_fds + 64, 10),
                           "the 64 stuck connections were not all accepted")
                     extra = socket.create_connection((HOST, gw.port), timeout=3)
                     try:
