@@ -180,7 +180,7 @@ void Session::on_client_write(bufferevent*, void* self) {
         return;
     }
     if (s->state_ == SessionState::Refusing) {
-        if (!s->refusal_until_eof_ && s->refusal_body_remaining_ == 0) s->lingering_close();
+        if (!s->handshake_->refusal_until_eof && s->handshake_->refusal_body_remaining == 0) s->lingering_close();
         return;
     }
     // The client drained below the low watermark: resume reading the back end.
@@ -255,8 +255,8 @@ void Session::on_backend_event(bufferevent*, short what, void* self) {
         case SessionState::Refusing:
             // A refusal body delimited by the back end closing is complete.
             s->release(Side::Backend);
-            s->refusal_until_eof_ = false;
-            s->refusal_body_remaining_ = 0;
+            s->handshake_->refusal_until_eof = false;
+            s->handshake_->refusal_body_remaining = 0;
             if (evbuffer_get_length(bufferevent_get_output(s->client_.bev)) == 0) s->lingering_close();
             break;
         case SessionState::Open:
@@ -312,9 +312,9 @@ void Session::on_timer(evutil_socket_t, short, void* self) {
 
 void Session::start(int fd, const sockaddr* address, socklen_t, const config::Listener& listener) {
     started_ms_ = worker_.now_ms();
-    clock_gettime(CLOCK_MONOTONIC, &accepted_at_);
+    clock_gettime(CLOCK_MONOTONIC, &handshake_->accepted_at);
     listener_ = &listener;
-    peer_ip_ = client_ip_ = address_ip(address);
+    handshake_->peer_ip = client_ip_ = address_ip(address);
     record_.client = address->sa_family == AF_INET6 ? "[" + client_ip_ + "]:" + std::to_string(address_port(address))
                                                     : client_ip_ + ":" + std::to_string(address_port(address));
     // One deadline for the PROXY header, the TLS handshake and the request head.
@@ -432,11 +432,11 @@ void Session::read_proxy_header_before_tls() {
             finish();
             return;
         }
-        const std::size_t before = proxy_head_.size();
-        proxy_head_.append(reinterpret_cast<const char*>(chunk), static_cast<std::size_t>(peeked));
+        const std::size_t before = handshake_->proxy_head.size();
+        handshake_->proxy_head.append(reinterpret_cast<const char*>(chunk), static_cast<std::size_t>(peeked));
         proxyproto::Result result =
-            proxyproto::parse(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(proxy_head_.data()),
-                                                            proxy_head_.size()),
+            proxyproto::parse(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(handshake_->proxy_head.data()),
+                                                            handshake_->proxy_head.size()),
                               generation_->config().limits.max_header_bytes);
         if (result.status == proxyproto::Status::Error) {
             worker_.log().log(obs::Level::Info, "connection from {}: bad PROXY header: {}", record_.client, result.error);
@@ -463,7 +463,7 @@ void Session::read_proxy_header_before_tls() {
         proxy_event_ = nullptr;
         const int fd = proxy_fd_;
         proxy_fd_ = -1;
-        std::string().swap(proxy_head_);
+        std::string().swap(handshake_->proxy_head);
         if (!attach_client(fd)) return;
         set_state(SessionState::ReadingRequest);
         admit_client();
@@ -475,7 +475,7 @@ void Session::read_proxy_header_before_tls() {
 // TCP peer.
 void Session::use_proxy_source(const proxyproto::Result& result) {
     if (result.local) return;
-    peer_ip_ = client_ip_ = result.source_text;
+    handshake_->peer_ip = client_ip_ = result.source_text;
     record_.client = (result.source.ss_family == AF_INET6 ? "[" + client_ip_ + "]" : client_ip_) + ":" +
                      std::to_string(result.source_port);
 }
@@ -488,7 +488,7 @@ void Session::read_request() {
         if (evbuffer_get_length(input) == 0) return;
         keepalive_wait_ = false;
         started_ms_ = worker_.now_ms();
-        clock_gettime(CLOCK_MONOTONIC, &accepted_at_);
+        clock_gettime(CLOCK_MONOTONIC, &handshake_->accepted_at);
         arm_timer(generation_->config().timeouts.handshake.count());
     }
     std::size_t length = std::min<std::size_t>(evbuffer_get_length(input),
@@ -521,7 +521,7 @@ void Session::handle_request(const http1::RequestHead& request, std::size_t head
     }
 
     if (!listener_->trusted_proxies.empty()) {
-        auto peer = net::IpAddress::parse(peer_ip_);
+        auto peer = net::IpAddress::parse(handshake_->peer_ip);
         const http1::Header* xff = request.find("x-forwarded-for");
         if (peer && xff && listener_->trusted_proxies.contains(*peer)) {
             client_ip_ = net::client_from_forwarded_for(xff->value, *peer, listener_->trusted_proxies).to_string();
@@ -566,12 +566,12 @@ void Session::handle_request(const http1::RequestHead& request, std::size_t head
     chash::Key key = chash::extract_key(pool_->config->hash, request, client_ip_);
     if (pool_->config->hash.source == chash::KeySource::Claim && !claim_key.empty()) key = chash::Key{claim_key, false};
     record_.key_fallback = key.fell_back;
-    key_hash_ = chash::hash_bytes(key.value);
-    sticky_index_ = sticky_backend(*pool_, request);
+    handshake_->key_hash = chash::hash_bytes(key.value);
+    handshake_->sticky_index = sticky_backend(*pool_, request);
     Handshake& hs = *handshake_;
     hs.client_key = check.key;
     hs.forwarded_head = forward::build_request_head(
-        request, forward::ClientFacts{peer_ip_, listener_->tls ? "https" : "http", record_.request_id,
+        request, forward::ClientFacts{handshake_->peer_ip, listener_->tls ? "https" : "http", record_.request_id,
                                       hs.added_headers.empty() ? nullptr : &hs.added_headers,
                                       hs.stripped_names.empty() ? nullptr : &hs.stripped_names});
 
@@ -645,13 +645,13 @@ bool Session::authorize(const config::Route& route, const http1::RequestHead& re
 void Session::try_connect() {
     // The sticky back end first, then the key's failover order, skipping
     // back ends this session already tried.
-    std::size_t index = pick_backend(*pool_, key_hash_, sticky_index_,
-                                     std::span<const std::size_t>(tried_.data(), attempt_), worker_.now_ms());
+    std::size_t index = pick_backend(*pool_, handshake_->key_hash, handshake_->sticky_index,
+                                     std::span<const std::size_t>(handshake_->tried.data(), handshake_->attempt), worker_.now_ms());
     if (index == chash::kNone) {
-        refuse(502, attempt_ == 0 ? "no backend available" : "backend unreachable");
+        refuse(502, handshake_->attempt == 0 ? "no backend available" : "backend unreachable");
         return;
     }
-    tried_[attempt_] = index;
+    handshake_->tried[handshake_->attempt] = index;
     backend_index_ = index;
     backend_state_ = pool_->states[index];
     backend_state_->active.fetch_add(1, std::memory_order_relaxed);
@@ -684,14 +684,14 @@ void Session::try_connect() {
     bufferevent_setcb(backend_.bev, &Session::on_backend_read, &Session::on_backend_write,
                       &Session::on_backend_event, this);
     set_state(SessionState::Connecting);
-    connect_started_ms_ = worker_.now_ms();
+    handshake_->connect_started_ms = worker_.now_ms();
     arm_timer(generation_->config().timeouts.connect.count());
     // libevent reports a connect() that fails at once through the event
     // callback as well as the return value: only the first may act.
-    const unsigned attempt = attempt_;
+    const unsigned attempt = handshake_->attempt;
     if (bufferevent_socket_connect(backend_.bev, reinterpret_cast<const sockaddr*>(&backend.address.storage),
                                    static_cast<int>(backend.address.length)) < 0 &&
-        attempt_ == attempt && state_ == SessionState::Connecting) {
+        handshake_->attempt == attempt && state_ == SessionState::Connecting) {
         const int error = EVUTIL_SOCKET_ERROR();
         connect_failed(evutil_socket_error_to_string(error), error);
     }
@@ -728,7 +728,7 @@ void Session::connect_failed(const char* why, int error) {
     backend_state_.reset();
     bufferevent_free(backend_.bev);
     backend_.bev = nullptr;
-    if (++attempt_ < tried_.size()) {
+    if (++handshake_->attempt < handshake_->tried.size()) {
         try_connect();
     } else {
         refuse(502, "backend unreachable");
@@ -737,7 +737,7 @@ void Session::connect_failed(const char* why, int error) {
 
 void Session::backend_connected() {
     backend_state_->connect_failures.store(0, std::memory_order_relaxed);
-    record_.connect_ms = worker_.now_ms() - connect_started_ms_;
+    record_.connect_ms = worker_.now_ms() - handshake_->connect_started_ms;
     set_nodelay(backend_.bev);
     set_nodelay(client_.bev);
     bufferevent_write(backend_.bev, handshake_->forwarded_head.data(), handshake_->forwarded_head.size());
@@ -782,11 +782,11 @@ void Session::read_response() {
     record_.close_by = "backend";
     record_.bytes_out += result.consumed;
     if (response_has_no_body(response.status)) {
-        refusal_body_remaining_ = 0;
+        handshake_->refusal_body_remaining = 0;
     } else if (response.content_length) {
-        refusal_body_remaining_ = *response.content_length;
+        handshake_->refusal_body_remaining = *response.content_length;
     } else {
-        refusal_until_eof_ = true;
+        handshake_->refusal_until_eof = true;
     }
     evbuffer_remove_buffer(input, to_client, result.consumed);
     bufferevent_setwatermark(backend_.bev, EV_READ, 0, generation_->config().limits.buffer_bytes);
@@ -799,13 +799,13 @@ void Session::relay_refusal_body() {
     if (backend_.bev && !backend_.gone) {
         evbuffer* input = bufferevent_get_input(backend_.bev);
         std::size_t length = evbuffer_get_length(input);
-        if (!refusal_until_eof_) length = std::min<std::uint64_t>(length, refusal_body_remaining_);
+        if (!handshake_->refusal_until_eof) length = std::min<std::uint64_t>(length, handshake_->refusal_body_remaining);
         if (length > 0) {
             evbuffer_remove_buffer(input, bufferevent_get_output(client_.bev), length);
             record_.bytes_out += length;
-            if (!refusal_until_eof_) refusal_body_remaining_ -= length;
+            if (!handshake_->refusal_until_eof) handshake_->refusal_body_remaining -= length;
         }
-        if (refusal_until_eof_ || refusal_body_remaining_ > 0) return;
+        if (handshake_->refusal_until_eof || handshake_->refusal_body_remaining > 0) return;
         release(Side::Backend);
     }
     if (evbuffer_get_length(bufferevent_get_output(client_.bev)) == 0) lingering_close();
@@ -833,8 +833,8 @@ void Session::refuse(int status, std::string_view reason, std::string_view extra
 // for a moment so that unread request bytes do not turn our close into a
 // reset that destroys the response (RFC 9112 §9.6).
 void Session::lingering_close() {
-    if (lingering_) return;
-    lingering_ = true;
+    if (handshake_->lingering) return;
+    handshake_->lingering = true;
     evutil_socket_t fd = bufferevent_getfd(client_.bev);
     // A TLS connection cannot be half-closed under OpenSSL's feet.
     if (fd >= 0 && !listener_->tls) shutdown(fd, SHUT_WR);
@@ -845,15 +845,16 @@ void Session::lingering_close() {
 // ---- Tunnel ------------------------------------------------------------------
 
 void Session::open_tunnel(bool deflate) {
+    timespec opened{};
+    clock_gettime(CLOCK_MONOTONIC, &opened);
+    const timespec& accepted = handshake_->accepted_at;
+    std::int64_t micros = (opened.tv_sec - accepted.tv_sec) * 1000000 + (opened.tv_nsec - accepted.tv_nsec) / 1000;
+    worker_.metrics().observe_handshake(static_cast<std::uint64_t>(std::max<std::int64_t>(micros, 0)));
     // From here on no head is parsed and no header copy is needed.
     handshake_.reset();
     const config::Config& config = generation_->config();
     from_client_ = Flow(ws::ScannerPolicy{ws::Direction::ClientToServer, deflate, config.limits.max_message_bytes});
     from_backend_ = Flow(ws::ScannerPolicy{ws::Direction::ServerToClient, deflate, 0});
-    timespec opened{};
-    clock_gettime(CLOCK_MONOTONIC, &opened);
-    std::int64_t micros = (opened.tv_sec - accepted_at_.tv_sec) * 1000000 + (opened.tv_nsec - accepted_at_.tv_nsec) / 1000;
-    worker_.metrics().observe_handshake(static_cast<std::uint64_t>(std::max<std::int64_t>(micros, 0)));
     std::int64_t now = worker_.now_ms();
     client_.last_rx_ms = backend_.last_rx_ms = last_activity_ms_ = now;
     set_state(SessionState::Open);
@@ -1117,7 +1118,7 @@ void Session::protocol_failure(Side offender, std::uint16_t code, std::string_vi
     if (bad.bev) {
         evbuffer_drain(bufferevent_get_input(bad.bev), evbuffer_get_length(bufferevent_get_input(bad.bev)));
     } else {
-        bad.carry.clear();
+        bad.carry.reset();
     }
     bad.close_received = true;
     std::string_view log_reason = code == ws::close_code::message_too_big ? "message too big" : "protocol error";

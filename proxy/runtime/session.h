@@ -90,13 +90,18 @@ private:
         // bufferevents and does its own I/O (session_raw.cpp): then <bev> is
         // null and <fd>, <io> and <pending> are used.
         bufferevent* bev = nullptr;
+        event* io = nullptr;           // raw tunnel: readiness, for reading and/or writing
+        evbuffer* pending = nullptr;   // raw tunnel: bytes the socket has not taken yet; null when none
+        // Raw tunnel: the start of an incomplete frame header or control
+        // frame, scanned again with the next read; null when none (the
+        // common case, so it costs an idle tunnel one pointer).
+        std::unique_ptr<std::string> carry;
+        std::int64_t last_rx_ms = 0;   // last frame received from it (heartbeat)
+        std::int64_t ping_sent_ms = 0;
+        std::array<std::uint8_t, 8> ping_payload{};
         int fd = -1;                   // tunnel open: the socket (raw tunnels; a plain side of a
                                        // bufferevent tunnel, for direct writes)
-        event* io = nullptr;           // raw tunnel: readiness, for reading and/or writing
         short interest = 0;            // raw tunnel: what <io> waits for (EV_READ, EV_WRITE)
-        evbuffer* pending = nullptr;   // raw tunnel: bytes the socket has not taken yet; null when none
-        std::string carry;             // raw tunnel: the start of an incomplete frame header or control
-                                       // frame, scanned again with the next read
         bool read_paused = false;      // raw tunnel: backpressure, the other side's output is full
         bool read_done = false;        // raw tunnel: EOF seen, or no more input wanted
         bool broken = false;           // raw tunnel: a write failed; handled as a reset on the next turn
@@ -105,14 +110,11 @@ private:
         bool gone = false;             // its connection is released
         bool flushing = false;         // released once its output drains
         bool plain = false;            // a plain TCP socket (not TLS): may be written directly
-        std::int64_t last_rx_ms = 0;   // last frame received from it (heartbeat)
         bool ping_pending = false;     // a heartbeat ping waits for a frame boundary
         bool ping_outstanding = false; // our ping is unanswered
-        std::int64_t ping_sent_ms = 0;
-        std::array<std::uint8_t, 8> ping_payload{};
     };
 
-    // What only the handshake (and plain HTTP keep-alive) needs. It lives
+    // What only the handshake, refusals and plain HTTP keep-alive need. It lives
     // on the heap and is freed when the tunnel opens, so an open tunnel does
     // not carry two parsers and the request's header copies (~400 bytes)
     // for its whole life.
@@ -127,6 +129,17 @@ private:
         std::vector<http1::Header> added_headers;  // X-Auth-* from a verified token
         std::vector<std::string> added_storage;    // backing strings of added_headers
         std::vector<std::string> stripped_names;   // every X-Auth-* name the route may send
+        std::string proxy_head;                    // PROXY before TLS: header bytes taken off the socket so far
+        std::string peer_ip;                       // the connection's source (or the PROXY header's)
+        timespec accepted_at{};                    // precise, for the handshake histogram
+        std::int64_t connect_started_ms = 0;
+        std::uint64_t key_hash = 0;
+        std::size_t sticky_index = chash::kNone;   // the back end the pool's sticky cookie names
+        unsigned attempt = 0;                      // connect attempts so far
+        std::array<std::size_t, 3> tried{};        // back ends tried: the owner and up to two more
+        std::uint64_t refusal_body_remaining = 0;  // bytes of a relayed refusal body still due
+        bool refusal_until_eof = false;            // the refusal body ends when the back end closes
+        bool lingering = false;                    // our response is out; draining the client's input
     };
 
     // One direction of the tunnel: frames from <src> go to <dst>.
@@ -222,35 +235,24 @@ private:
     // PROXY protocol on a TLS listener: the raw socket until its header is read.
     event* proxy_event_ = nullptr;
     int proxy_fd_ = -1;
-    std::string proxy_head_;  // header bytes taken off that socket so far
     Endpoint client_;
     Endpoint backend_;
     Flow from_client_;
     Flow from_backend_;
 
     std::unique_ptr<Handshake> handshake_;  // null once the tunnel is open
-    std::string peer_ip_;        // the connection's source (or the PROXY header's)
     std::string client_ip_;      // the client as resolved (trusted X-Forwarded-For), for hashing, limits, logs
     const config::Listener* listener_ = nullptr;
     const PoolRuntime* pool_ = nullptr;
     std::size_t backend_index_ = chash::kNone;
     std::shared_ptr<BackendState> backend_state_;
-    std::uint64_t key_hash_ = 0;
-    unsigned attempt_ = 0;                       // connect attempts so far
-    std::array<std::size_t, 3> tried_{};         // back ends tried: the owner and up to two more
-    std::uint64_t refusal_body_remaining_ = 0;  // bytes of a relayed refusal body still due
-    bool refusal_until_eof_ = false;            // the refusal body ends when the back end closes
-    bool lingering_ = false;                    // our response is out; draining the client's input
-    std::size_t sticky_index_ = chash::kNone;   // the back end the pool's sticky cookie names
     std::unique_ptr<HttpExchange> http_;        // ProxyingHttp: the exchange in charge
     HttpOutcome http_outcome_ = HttpOutcome::Close;
     bool keepalive_wait_ = false;               // ReadingRequest after a response: no byte of the next request yet
 
     std::int64_t started_ms_ = 0;
-    std::int64_t connect_started_ms_ = 0;
     std::int64_t last_activity_ms_ = 0;  // last frame either way, ours excluded
     std::int64_t drain_at_ms_ = INT64_MAX;  // close with 1012 then (reload removed the back end)
-    timespec accepted_at_{};              // precise, for the handshake histogram
     obs::AccessRecord record_;
 };
 

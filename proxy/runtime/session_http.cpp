@@ -44,7 +44,7 @@ void Session::start_http(const http1::RequestHead& request, std::size_t head_byt
     const Handshake& hs = *handshake_;
     http.head = forward::build_http_request_head(
         request,
-        forward::ClientFacts{peer_ip_, listener_->tls ? "https" : "http", record_.request_id,
+        forward::ClientFacts{handshake_->peer_ip, listener_->tls ? "https" : "http", record_.request_id,
                              hs.added_headers.empty() ? nullptr : &hs.added_headers,
                              hs.stripped_names.empty() ? nullptr : &hs.stripped_names},
         http.body);
@@ -85,8 +85,8 @@ void Session::after_http() {
     }
     // Close: as a refusal, flush the response, then close gracefully.
     set_state(SessionState::Refusing);
-    refusal_until_eof_ = false;
-    refusal_body_remaining_ = 0;
+    handshake_->refusal_until_eof = false;
+    handshake_->refusal_body_remaining = 0;
     bufferevent_setwatermark(client_.bev, EV_READ, 0, 0);
     bufferevent_enable(client_.bev, EV_READ);
     arm_timer(generation_->config().timeouts.handshake.count());

@@ -60,7 +60,7 @@ void Session::switch_to_raw() {
         }
         evbuffer* input = bufferevent_get_input(peer.bev);
         if (const std::size_t unread = evbuffer_get_length(input); unread > 0) {
-            peer.carry.assign(reinterpret_cast<const char*>(evbuffer_pullup(input, -1)), unread);
+            peer.carry = std::make_unique<std::string>(reinterpret_cast<const char*>(evbuffer_pullup(input, -1)), unread);
         }
         // The bufferevent forgets the socket, so that freeing it does not
         // close it.
@@ -100,7 +100,7 @@ void Session::raw_update_interest(Side side) {
     peer.interest = want;
     if (peer.broken) {
         event_active(peer.io, EV_WRITE, 0);
-    } else if ((want & EV_READ) && !peer.carry.empty()) {
+    } else if ((want & EV_READ) && peer.carry) {
         event_active(peer.io, EV_READ, 0);
     }
 }
@@ -196,17 +196,18 @@ void Session::raw_read(Side side) {
     std::span<std::uint8_t> buffer = worker_.read_buffer();
     // What the handshake's buffers left can exceed half the read buffer:
     // then it is scanned alone, and the socket read on the next turn.
-    if (src.carry.size() > buffer.size() / 2) {
-        std::string carried = std::move(src.carry);
-        src.carry.clear();
-        if (raw_scan(side, reinterpret_cast<const std::uint8_t*>(carried.data()), carried.size())) {
+    if (src.carry && src.carry->size() > buffer.size() / 2) {
+        const std::unique_ptr<std::string> carried = std::move(src.carry);
+        if (raw_scan(side, reinterpret_cast<const std::uint8_t*>(carried->data()), carried->size())) {
             raw_update_interest(side);
         }
         return;
     }
-    const std::size_t carried = src.carry.size();
-    std::memcpy(buffer.data(), src.carry.data(), carried);
-    src.carry.clear();
+    const std::size_t carried = src.carry ? src.carry->size() : 0;
+    if (src.carry) {
+        std::memcpy(buffer.data(), src.carry->data(), carried);
+        src.carry.reset();
+    }
     const std::size_t room = std::min({buffer.size() - carried, kMaxRawRead,
                                        static_cast<std::size_t>(generation_->config().limits.buffer_bytes)});
     short closed = 0;
@@ -249,7 +250,7 @@ bool Session::raw_scan(Side from, const std::uint8_t* data, std::size_t length) 
         switch (step.kind) {
             case ws::Step::Kind::NeedMore:
                 raw_forward(from, data + run_start, pos - run_start);
-                src.carry.assign(reinterpret_cast<const char*>(data + pos), available);
+                src.carry = std::make_unique<std::string>(reinterpret_cast<const char*>(data + pos), available);
                 return true;
             case ws::Step::Kind::Forward:
                 pos += step.bytes;
@@ -300,7 +301,7 @@ void Session::raw_release(Endpoint& peer) {
         evbuffer_free(peer.pending);
         peer.pending = nullptr;
     }
-    std::string().swap(peer.carry);
+    peer.carry.reset();
     peer.interest = 0;
 }
 
