@@ -382,5 +382,28 @@ def backpressure_bounds_memory():
                 f" while stalled (bound {bound_kib // 1024} MiB)")
 
 
+
+@test
+def bulk_burst_then_fin_all_delivered():
+    """A burst far above one read (768 KiB), sent in one go and followed by
+    the client's FIN: every byte goes through, in order, and the EOF is seen
+    only after the last of them."""
+    count, size = 16, 48 * 1024
+    payloads = [bytes([i]) * size for i in range(count)]
+    with recorder() as rb, Wsgate({"backends": [rb]}) as gw:
+        ws = RawWs.connect(gw.port)
+        ws.send_raw(b"".join(encode_frame(OP_BINARY, p, True, ws.mask) for p in payloads))
+        ws.sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(kind == "close" for kind, _ in rb.events):
+            time.sleep(0.05)
+        got = [f.payload for f in rb.frames_of(OP_BINARY)]
+        check_eq(len(got), count, "binary frames at the back end")
+        check(got == payloads, "a payload differs at the back end")
+        closes = [value for kind, value in rb.events if kind == "close"]
+        check_eq([c[0] for c in closes], [1001], "close to the back end after the client's FIN")
+        ws.close()
+
+
 if __name__ == "__main__":
     main()
