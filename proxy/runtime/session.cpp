@@ -386,6 +386,15 @@ void Session::admit_client() {
     }
 }
 
+// A connection that does not start with a valid PROXY header is closed
+// without an answer: it is not talking to us in HTTP (or TLS) yet.
+void Session::reject_proxy_header(std::string_view error) {
+    worker_.log().log(obs::Level::Info, "connection from {}: bad PROXY header: {}", record_.client, error);
+    record_.reason = "bad PROXY header";
+    record_.close_by = "proxy";
+    finish();
+}
+
 // PROXY protocol v1/v2 from an L4 balancer: the real client address comes
 // first; a connection that does not start with a valid header is closed
 // without an HTTP answer (it is not talking to us in HTTP yet).
@@ -396,10 +405,7 @@ void Session::read_proxy_header() {
     proxyproto::Result result = proxyproto::parse(std::span<const std::uint8_t>(data, length));
     if (result.status == proxyproto::Status::NeedMore) return;
     if (result.status == proxyproto::Status::Error) {
-        worker_.log().log(obs::Level::Info, "connection from {}: bad PROXY header: {}", record_.client, result.error);
-        record_.reason = "bad PROXY header";
-        record_.close_by = "proxy";
-        finish();
+        reject_proxy_header(result.error);
         return;
     }
     use_proxy_source(result);
@@ -439,10 +445,7 @@ void Session::read_proxy_header_before_tls() {
                                                             handshake_->proxy_head.size()),
                               generation_->config().limits.max_header_bytes);
         if (result.status == proxyproto::Status::Error) {
-            worker_.log().log(obs::Level::Info, "connection from {}: bad PROXY header: {}", record_.client, result.error);
-            record_.reason = "bad PROXY header";
-            record_.close_by = "proxy";
-            finish();
+            reject_proxy_header(result.error);
             return;
         }
         // NeedMore: every byte so far belongs to the header. Done: the header
@@ -885,6 +888,24 @@ void Session::open_tunnel(bool deflate) {
     if (state_ == SessionState::Open || state_ == SessionState::Closing) pump(Side::Backend);
 }
 
+// Bookkeeping for data-frame bytes from <from> that go through: metrics, the
+// heartbeat's and idle timeout's clocks, and the message count.
+void Session::count_forwarded(Side from, const ws::Step& step, std::int64_t now) {
+    obs::WorkerMetrics& metrics = worker_.metrics();
+    const auto dir = static_cast<std::size_t>(from == Side::Client ? obs::Dir::ClientToBackend : obs::Dir::BackendToClient);
+    metrics.bytes[dir].add(step.bytes);
+    if (step.frame_start) {
+        Endpoint& src = endpoint(from);
+        src.last_rx_ms = last_activity_ms_ = now;
+        src.ping_outstanding = false;
+        metrics.frames[dir].add();
+    }
+    if (step.message_end) {
+        ++flow_from(from).messages;
+        metrics.messages[dir].add();
+    }
+}
+
 // Moves whole frames and payload chunks from <from>'s input to the other
 // side without copying payload bytes, until the input is empty, the
 // destination is over its high watermark (backpressure: stop reading the
@@ -899,8 +920,6 @@ void Session::pump(Side from) {
     evbuffer* input = bufferevent_get_input(src.bev);
     const std::size_t high = generation_->config().limits.buffer_bytes;
     std::uint8_t front[ws::kMaxControlFrame];
-    obs::WorkerMetrics& metrics = worker_.metrics();
-    const auto dir = static_cast<std::size_t>(from == Side::Client ? obs::Dir::ClientToBackend : obs::Dir::BackendToClient);
     const std::int64_t now = worker_.now_ms();
     std::size_t length = evbuffer_get_length(input);  // kept current as bytes leave <input>
     std::size_t run = 0;  // bytes at the front of <input> decided to go to <dst>
@@ -941,16 +960,7 @@ void Session::pump(Side from) {
                 return;
             case ws::Step::Kind::Forward:
                 run += step.bytes;
-                metrics.bytes[dir].add(step.bytes);
-                if (step.frame_start) {
-                    src.last_rx_ms = last_activity_ms_ = now;
-                    src.ping_outstanding = false;
-                    metrics.frames[dir].add();
-                }
-                if (step.message_end) {
-                    ++flow.messages;
-                    metrics.messages[dir].add();
-                }
+                count_forwarded(from, step, now);
                 // Bound a run by the watermark so one huge read does not
                 // bypass backpressure.
                 if (run >= high) flush();

@@ -168,6 +168,7 @@ private:
     void read_proxy_header();
     void read_proxy_header_before_tls();
     void use_proxy_source(const proxyproto::Result& result);
+    void reject_proxy_header(std::string_view error);
     void admit_client();
     void read_request();
     bool authorize(const config::Route& route, const http1::RequestHead& request, std::string& claim_key);
@@ -191,6 +192,7 @@ private:
     void open_tunnel(bool deflate);
     void pump(Side from);
     void flush_run(Side from, std::size_t bytes);
+    void count_forwarded(Side from, const ws::Step& step, std::int64_t now);
     bool handle_control_frame(Side from, const std::uint8_t* frame, const ws::FrameHeader& header);
     void send_ping(Side to);
     void send_close(Side to, std::uint16_t code, std::string_view reason);

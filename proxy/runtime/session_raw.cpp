@@ -235,8 +235,6 @@ bool Session::raw_scan(Side from, const std::uint8_t* data, std::size_t length) 
     Endpoint& src = endpoint(from);
     Endpoint& dst = endpoint(other(from));
     Flow& flow = flow_from(from);
-    obs::WorkerMetrics& metrics = worker_.metrics();
-    const auto dir = static_cast<std::size_t>(from == Side::Client ? obs::Dir::ClientToBackend : obs::Dir::BackendToClient);
     const std::int64_t now = worker_.now_ms();
     std::size_t run_start = 0;  // the run of data bytes not forwarded yet is [run_start, pos)
     std::size_t pos = 0;
@@ -254,16 +252,7 @@ bool Session::raw_scan(Side from, const std::uint8_t* data, std::size_t length) 
                 return true;
             case ws::Step::Kind::Forward:
                 pos += step.bytes;
-                metrics.bytes[dir].add(step.bytes);
-                if (step.frame_start) {
-                    src.last_rx_ms = last_activity_ms_ = now;
-                    src.ping_outstanding = false;
-                    metrics.frames[dir].add();
-                }
-                if (step.message_end) {
-                    ++flow.messages;
-                    metrics.messages[dir].add();
-                }
+                count_forwarded(from, step, now);
                 break;
             case ws::Step::Kind::ControlFrame:
                 raw_forward(from, data + run_start, pos - run_start);
