@@ -9,11 +9,11 @@ import ssl
 import time
 from contextlib import ExitStack
 
-from harness import (HOST, OP_TEXT, Backend, FrameSocket, HarnessError, Wsgate,
+from harness import (HOST, Backend, HarnessError, Wsgate,
                      accept_key, check, check_between, check_eq, free_port,
                      main, new_key, new_tmpdir, parse_head, parse_response,
                      raw_request, read_head, test, upgrade_head, wait_until)
-from tlsutil import (PROXY_V2_SIGNATURE, Ca, ask_backend, client_context,
+from tlsutil import (PROXY_V2_SIGNATURE, Ca, ask_backend, client_context, converse,
                      gateway_config, proxy_v1, proxy_v2, raw_upgrade)
 
 
@@ -155,6 +155,15 @@ def tls_after_proxy(port, header, ctx, split=False):
     return tls
 
 
+def proxy_tls_listener():
+    """A throwaway CA and a certificate for gw.test: (client context, a
+    PROXY protocol + TLS listener table on the gateway's port)."""
+    ca = Ca(new_tmpdir("pki"))
+    cert, key = ca.issue("gw.test", dns=["gw.test"])
+    listener = {"listen": f"{HOST}:@PORT@", "proxy_protocol": True, "tls": {"cert": cert, "key": key}}
+    return client_context(ca.cert), listener
+
+
 def ask_over(sock, port, command):
     """Upgrades on the connected <sock>, sends the text <command>, returns
     the back end's answer and closes the session cleanly."""
@@ -164,14 +173,7 @@ def ask_over(sock, port, command):
     status_line, headers = parse_head(head)
     if status_line[1] != "101" or headers.get("sec-websocket-accept") != accept_key(key):
         raise HarnessError(f"handshake answered {head[:80]!r}")
-    ws = FrameSocket(sock, leftover, mask=True)
-    ws.send_text(command)
-    answer = ws.recv_message(timeout=5)
-    if answer is None or answer[0] != OP_TEXT:
-        raise HarnessError(f"no text answer to {command!r}: {answer!r}")
-    ws.send_close(1000)
-    ws.recv_close(timeout=5)
-    return answer[1].decode()
+    return converse(sock, leftover, command)
 
 
 def ask_tls_after_proxy(port, header, ctx, command="whoami", split=False):
@@ -188,16 +190,12 @@ def proxy_protocol_before_tls():
     comes in cleartext, then TLS. The header's source is the client for
     X-Forwarded-For, the access log and hash = "ip" (the same back end as
     the same source gets through a plain PROXY listener)."""
-    d = new_tmpdir("pki")
-    ca = Ca(d)
-    cert, key = ca.issue("gw.test", dns=["gw.test"])
-    ctx = client_context(ca.cert)
+    ctx, listener = proxy_tls_listener()
     with ExitStack() as stack:
         backends = three_backends(stack)
         plain_port = free_port()
         gw = stack.enter_context(Wsgate(gateway_config(
-            [{"listen": f"{HOST}:@PORT@", "proxy_protocol": True, "tls": {"cert": cert, "key": key}},
-             {"listen": f"{HOST}:{plain_port}", "proxy_protocol": True}],
+            [listener, {"listen": f"{HOST}:{plain_port}", "proxy_protocol": True}],
             [{"name": "main", "hash": "ip", "backends": backends}])))
         check(wait_until(lambda: _listening(plain_port), 5), "plain PROXY listener not bound")
         cases = [("v1", proxy_v1("203.0.113.7", 5555, HOST, gw.port), "203.0.113.7:5555", False),
@@ -228,14 +226,9 @@ def proxy_protocol_before_tls_bad_header_closed():
     """On a PROXY + TLS listener, a bad header (or a ClientHello with no
     header) is closed without an answer, before any TLS; an incomplete one
     at the handshake timeout."""
-    d = new_tmpdir("pki")
-    ca = Ca(d)
-    cert, key = ca.issue("gw.test", dns=["gw.test"])
-    ctx = client_context(ca.cert)
+    ctx, listener = proxy_tls_listener()
     with Backend("echo", id="b1") as b, \
-            Wsgate(gateway_config([{"listen": f"{HOST}:@PORT@", "proxy_protocol": True,
-                                    "tls": {"cert": cert, "key": key}}],
-                                  [{"name": "main", "backends": [b]}],
+            Wsgate(gateway_config([listener], [{"name": "main", "backends": [b]}],
                                   timeouts={"handshake": "1s"})) as gw:
         bad = [("no PROXY header", b""),
                ("garbage line", b"PROXY BOGUS whatever\r\n"),
@@ -277,14 +270,9 @@ def proxy_protocol_before_tls_bad_header_closed():
 def proxy_protocol_before_tls_counts_proxy_sources():
     """limits.max_connections_per_ip on a PROXY + TLS listener counts the
     PROXY source; the 429 comes inside the TLS session."""
-    d = new_tmpdir("pki")
-    ca = Ca(d)
-    cert, key = ca.issue("gw.test", dns=["gw.test"])
-    ctx = client_context(ca.cert)
+    ctx, listener = proxy_tls_listener()
     with Backend("echo", id="b1") as b, \
-            Wsgate(gateway_config([{"listen": f"{HOST}:@PORT@", "proxy_protocol": True,
-                                    "tls": {"cert": cert, "key": key}}],
-                                  [{"name": "main", "backends": [b]}],
+            Wsgate(gateway_config([listener], [{"name": "main", "backends": [b]}],
                                   limits={"max_connections_per_ip": 1})) as gw:
         held = []
         try:

@@ -218,16 +218,23 @@ def ask_backend(port, command="whoami", prefix=b"", path="/", extra=(), source=N
     try:
         if status != 101:
             raise HarnessError(f"handshake answered {status} instead of 101")
-        ws = FrameSocket(sock, leftover, mask=True)
-        ws.send_text(command)
-        answer = ws.recv_message(timeout=5)
-        if answer is None or answer[0] != OP_TEXT:
-            raise HarnessError(f"no text answer to {command!r}: {answer!r}")
-        ws.send_close(1000)
-        ws.recv_close(timeout=5)
-        return answer[1].decode()
+        return converse(sock, leftover, command)
     finally:
         sock.close()
+
+
+def converse(sock, leftover, command):
+    """On an upgraded <sock> (<leftover>: bytes read past the 101), sends the
+    text <command>, returns the back end's text answer and closes the
+    WebSocket cleanly."""
+    ws = FrameSocket(sock, leftover, mask=True)
+    ws.send_text(command)
+    answer = ws.recv_message(timeout=5)
+    if answer is None or answer[0] != OP_TEXT:
+        raise HarnessError(f"no text answer to {command!r}: {answer!r}")
+    ws.send_close(1000)
+    ws.recv_close(timeout=5)
+    return answer[1].decode()
 
 
 # --------------------------------------------------------------------------
