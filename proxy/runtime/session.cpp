@@ -569,12 +569,12 @@ void Session::handle_request(const http1::RequestHead& request, std::size_t head
     chash::Key key = chash::extract_key(pool_->config->hash, request, client_ip_);
     if (pool_->config->hash.source == chash::KeySource::Claim && !claim_key.empty()) key = chash::Key{claim_key, false};
     record_.key_fallback = key.fell_back;
-    handshake_->key_hash = chash::hash_bytes(key.value);
-    handshake_->sticky_index = sticky_backend(*pool_, request);
     Handshake& hs = *handshake_;
+    hs.key_hash = chash::hash_bytes(key.value);
+    hs.sticky_index = sticky_backend(*pool_, request);
     hs.client_key = check.key;
     hs.forwarded_head = forward::build_request_head(
-        request, forward::ClientFacts{handshake_->peer_ip, listener_->tls ? "https" : "http", record_.request_id,
+        request, forward::ClientFacts{hs.peer_ip, listener_->tls ? "https" : "http", record_.request_id,
                                       hs.added_headers.empty() ? nullptr : &hs.added_headers,
                                       hs.stripped_names.empty() ? nullptr : &hs.stripped_names});
 
@@ -648,13 +648,14 @@ bool Session::authorize(const config::Route& route, const http1::RequestHead& re
 void Session::try_connect() {
     // The sticky back end first, then the key's failover order, skipping
     // back ends this session already tried.
-    std::size_t index = pick_backend(*pool_, handshake_->key_hash, handshake_->sticky_index,
-                                     std::span<const std::size_t>(handshake_->tried.data(), handshake_->attempt), worker_.now_ms());
+    Handshake& hs = *handshake_;
+    std::size_t index = pick_backend(*pool_, hs.key_hash, hs.sticky_index,
+                                     std::span<const std::size_t>(hs.tried.data(), hs.attempt), worker_.now_ms());
     if (index == chash::kNone) {
-        refuse(502, handshake_->attempt == 0 ? "no backend available" : "backend unreachable");
+        refuse(502, hs.attempt == 0 ? "no backend available" : "backend unreachable");
         return;
     }
-    handshake_->tried[handshake_->attempt] = index;
+    hs.tried[hs.attempt] = index;
     backend_index_ = index;
     backend_state_ = pool_->states[index];
     backend_state_->active.fetch_add(1, std::memory_order_relaxed);

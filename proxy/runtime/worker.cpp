@@ -59,9 +59,10 @@ Worker::Worker(Shared& shared, unsigned index) : shared_(shared), index_(index),
     notify_event_ = event_new(base_, notify_fd_, EV_READ | EV_PERSIST, &Worker::on_notify, this);
     event_add(notify_event_, nullptr);
     drain_deadline_ = evtimer_new(base_, &Worker::on_drain_deadline, this);
-    // One read of at most 128 KiB, after the bytes carried over from the
-    // last one: an incomplete frame header, or at the switch to a raw tunnel
-    // what the handshake's buffers held (at most a response head's 64 KiB).
+    // One read of at most 128 KiB, after the few bytes carried over from
+    // the last one (an incomplete frame header or control frame). What the
+    // handshake's buffers held at the switch to a raw tunnel can be more;
+    // over half of this buffer it is scanned where it is (session_raw.cpp).
     read_buffer_.resize(256 * 1024);
     reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
     accept_resume_ = evtimer_new(base_, [](evutil_socket_t, short, void* self) {
@@ -326,7 +327,7 @@ void Worker::on_accept_error(evconnlistener* listener, void* self) {
     auto* w = static_cast<Worker*>(self);
     int error = EVUTIL_SOCKET_ERROR();
     if (w->shortage_log_due()) {
-        w->log().log(obs::Level::Error, "accept failed: {}; refusing new connections with 503 for {} ms",
+        w->log().log(obs::Level::Error, "accept failed: {}; waiting connections answered 503, accepts paused for {} ms",
                      evutil_socket_error_to_string(error), kAcceptPauseMs);
     }
     if (error == EMFILE || error == ENFILE) w->refuse_backlog(listener);
