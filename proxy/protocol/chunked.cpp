@@ -3,6 +3,8 @@
 // verdict depends only on the bytes before the point where it was decided.
 #include "protocol/chunked.h"
 
+#include "protocol/http1.h"
+
 #include <algorithm>
 #include <array>
 #include <limits>
@@ -11,18 +13,6 @@ namespace chunked {
 
 namespace {
 
-// tchar (RFC 9110 §5.6.2).
-constexpr std::array<bool, 256> make_tchar_table() {
-    std::array<bool, 256> t{};
-    for (int c = '0'; c <= '9'; ++c) t[c] = true;
-    for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
-    for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
-    for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<unsigned char>(c)] = true;
-    return t;
-}
-constexpr std::array<bool, 256> kTchar = make_tchar_table();
-
-bool is_tchar(std::uint8_t c) { return kTchar[c]; }
 bool is_ws(std::uint8_t c) { return c == ' ' || c == '\t'; }
 
 int hex_value(std::uint8_t c) {
@@ -129,14 +119,14 @@ Step Decoder::step(std::span<const std::uint8_t> front, std::size_t available) {
                 }
                 break;
             case State::ExtNameStart:
-                if (is_tchar(c)) {
+                if (http1::is_tchar(c)) {
                     state_ = State::ExtName;
                 } else if (!is_ws(c)) {
                     return fail(kBadExtension);
                 }
                 break;
             case State::ExtName:
-                if (is_tchar(c)) break;
+                if (http1::is_tchar(c)) break;
                 if (is_ws(c)) {
                     state_ = State::ExtNameWs;
                 } else if (c == '=') {
@@ -161,7 +151,7 @@ Step Decoder::step(std::span<const std::uint8_t> front, std::size_t available) {
             case State::ExtValueStart:
                 if (c == '"') {
                     state_ = State::ExtQuoted;
-                } else if (is_tchar(c)) {
+                } else if (http1::is_tchar(c)) {
                     state_ = State::ExtValueToken;
                 } else if (!is_ws(c)) {
                     return fail(kBadExtension);
@@ -169,7 +159,7 @@ Step Decoder::step(std::span<const std::uint8_t> front, std::size_t available) {
                 break;
             case State::ExtValueToken:
             case State::ExtValueEnd:
-                if (state_ == State::ExtValueToken && is_tchar(c)) break;
+                if (state_ == State::ExtValueToken && http1::is_tchar(c)) break;
                 if (is_ws(c)) {
                     state_ = State::ExtValueWs;
                 } else if (c == ';') {
@@ -222,7 +212,7 @@ Step Decoder::step(std::span<const std::uint8_t> front, std::size_t available) {
                     state_ = State::FinalLf;
                 } else if (is_ws(c)) {
                     return fail(kTrailerFold);
-                } else if (is_tchar(c)) {
+                } else if (http1::is_tchar(c)) {
                     if (++trailers_ > limits_.max_trailers) return fail(kTooManyTrailers);
                     state_ = State::TrailerName;
                 } else {
@@ -232,7 +222,7 @@ Step Decoder::step(std::span<const std::uint8_t> front, std::size_t available) {
             case State::TrailerName:
                 if (c == ':') {
                     state_ = State::TrailerValue;
-                } else if (!is_tchar(c)) {
+                } else if (!http1::is_tchar(c)) {
                     return fail(kBadTrailerName);
                 }
                 break;

@@ -1,6 +1,8 @@
 // Header look-ups shared by request and response heads.
 #include "protocol/http1.h"
 
+#include <array>
+
 namespace http1 {
 
 namespace {
@@ -14,6 +16,20 @@ std::string_view trim(std::string_view s) {
 }
 
 }  // namespace
+
+namespace {
+constexpr std::array<bool, 256> make_tchar_table() {
+    std::array<bool, 256> t{};
+    for (int c = '0'; c <= '9'; ++c) t[c] = true;
+    for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
+    for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
+    for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<unsigned char>(c)] = true;
+    return t;
+}
+constexpr std::array<bool, 256> kTchar = make_tchar_table();
+}  // namespace
+
+bool is_tchar(unsigned char c) { return kTchar[c]; }
 
 bool iequals(std::string_view a, std::string_view b) {
     if (a.size() != b.size()) return false;

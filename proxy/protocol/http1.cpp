@@ -68,18 +68,6 @@ Result error(const Violation& v, Role role) {
     return {Status::Error, 0, role == Role::Request ? v.request_status : 502, v.reason};
 }
 
-// tchar (RFC 9110 §5.6.2): the bytes of a token.
-constexpr std::array<bool, 256> make_tchar_table() {
-    std::array<bool, 256> t{};
-    for (int c = '0'; c <= '9'; ++c) t[c] = true;
-    for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
-    for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
-    for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<unsigned char>(c)] = true;
-    return t;
-}
-constexpr std::array<bool, 256> kTchar = make_tchar_table();
-
-bool is_tchar(char c) { return kTchar[static_cast<unsigned char>(c)]; }
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 bool is_ows(char c) { return c == ' ' || c == '\t'; }
@@ -209,7 +197,7 @@ const Violation* parse_target(RequestLine& rl) {
 // request-line = method SP request-target SP HTTP-version (§3).
 const Violation* parse_request_line(std::string_view line, RequestLine& rl) {
     std::size_t i = 0;
-    while (i < line.size() && is_tchar(line[i])) ++i;
+    while (i < line.size() && is_tchar(static_cast<unsigned char>(line[i]))) ++i;
     if (i == 0) return &kBadMethod;
     if (i == line.size()) return &kBadRequestLine;
     if (line[i] != ' ') return &kBadMethod;
@@ -260,7 +248,7 @@ const Violation* parse_status_line(std::string_view line, StatusLine& sl) {
 const Violation* parse_field_line(std::string_view line, Header& h) {
     if (is_ows(line.front())) return &kObsFold;  // §5.2
     std::size_t i = 0;
-    while (i < line.size() && is_tchar(line[i])) ++i;
+    while (i < line.size() && is_tchar(static_cast<unsigned char>(line[i]))) ++i;
     if (i == line.size()) return &kMissingColon;
     if (line[i] != ':') {
         if (!is_ows(line[i])) return &kBadFieldName;

@@ -137,6 +137,9 @@ private:
 // Case-insensitive ASCII comparison, for header names and tokens.
 bool iequals(std::string_view a, std::string_view b);
 
+// Whether <c> may appear in a token (tchar, RFC 9110 §5.6.2).
+bool is_tchar(unsigned char c);
+
 // Standard reason phrase for <status> ("Bad Request"), "Unknown" otherwise.
 std::string_view reason_phrase(int status);
 

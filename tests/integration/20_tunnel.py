@@ -1,5 +1,9 @@
 """Tunnel: frames relayed both ways, protocol errors, limits, timers,
-heartbeat, close relay, resets and backpressure (RFC 6455 sections 5-7)."""
+heartbeat, close relay, resets and backpressure (RFC 6455 sections 5-7).
+
+Every tunnel here is plain on both sides, so these tests drive the raw
+tunnel (proxy/runtime/session_raw.cpp) and the session state machine
+(proxy/runtime/session.cpp); 55_tls drives the bufferevent tunnel."""
 
 import asyncio
 import os

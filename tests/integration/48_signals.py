@@ -36,9 +36,9 @@ def sigterm_drains_with_1001_and_exits_0():
         gw = stack.enter_context(Wsgate({"admin": f"{HOST}:{admin_port}", "backends": [b1],
                                          "server": {"drain_timeout": "3s"}}))
         clients = [RawWs.connect(gw.port, f"/c{i}") for i in range(SESSIONS)]
-        stubborn = RawWs.connect(gw.port, "/stubborn")
+        unanswering = RawWs.connect(gw.port, "/unanswering")
         try:
-            for ws in clients + [stubborn]:
+            for ws in clients + [unanswering]:
                 ws.send_text("hello")
                 check_eq(ws.recv_message(timeout=5), (OP_TEXT, b"hello"), "echo before the stop")
             t0 = time.monotonic()
@@ -58,9 +58,9 @@ def sigterm_drains_with_1001_and_exits_0():
             took = time.monotonic() - t0
             check_eq(code, 0, "exit status after SIGTERM")
             check(took <= 4.0, f"exit {took:.2f}s after SIGTERM, drain timeout 3s")
-            check_eq(stubborn.recv_close(timeout=1), (1001, "shutdown"), "close frame to the stubborn client")
+            check_eq(unanswering.recv_close(timeout=1), (1001, "shutdown"), "close frame to the client that never answers the close")
         finally:
-            for ws in clients + [stubborn]:
+            for ws in clients + [unanswering]:
                 ws.close()
         entries = gw.access_log_entries(wait_for=SESSIONS + 1)
         check_eq(len(entries), SESSIONS + 1, "access-log lines")
@@ -91,12 +91,12 @@ def second_stop_signal_exits_now():
     SIGTERM the process waits; a following SIGINT makes it exit 1 at once."""
     with Backend("echo", id="b1") as b1, \
             Wsgate({"backends": [b1], "server": {"drain_timeout": "10s"}}) as gw:
-        stubborn = RawWs.connect(gw.port, "/")
+        unanswering = RawWs.connect(gw.port, "/")
         try:
             since = gw.error_log_offset()
             gw.signal(signal.SIGTERM)
             check(gw.wait_error_log("shutting down", 5, since), "no 'shutting down' line")
-            check_eq(stubborn.recv_close(timeout=5), (1001, "shutdown"), "close frame after SIGTERM")
+            check_eq(unanswering.recv_close(timeout=5), (1001, "shutdown"), "close frame after SIGTERM")
             time.sleep(0.3)
             check(gw.proc.poll() is None, "exited although a close handshake is pending")
             gw.signal(signal.SIGINT)
@@ -106,7 +106,7 @@ def second_stop_signal_exits_now():
                   "no 'second stop signal' line")
             return f"exit 1 {waited:.2f}s after the second signal"
         finally:
-            stubborn.close()
+            unanswering.close()
 
 
 @test(timeout=30)

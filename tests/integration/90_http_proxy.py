@@ -2,7 +2,11 @@
 sides, pipelining, 100-continue, body-less responses, chunked both ways,
 large streamed bodies with backpressure, request-smuggling attempts,
 hop-by-hop removal, X-Forwarded-*, sticky cookies, an upgrade after plain
-requests on one connection, timeouts, the access log and the metrics."""
+requests on one connection, timeouts, the access log and the metrics.
+
+These drive proxy/runtime/http_exchange.cpp (one request and its response)
+and proxy/runtime/session_http.cpp (the session's hand-over to and from
+the exchange); their pure parts (forward.cpp, chunked.cpp) have unit tests."""
 
 import hashlib
 import json

@@ -71,3 +71,14 @@ TEST_CASE("reason_phrase names the standard codes and calls the rest Unknown") {
     CHECK(http1::reason_phrase(0) == "Unknown");
     CHECK(http1::reason_phrase(-1) == "Unknown");
 }
+
+TEST_CASE("is_tchar: exactly the token characters of RFC 9110 section 5.6.2") {
+    const std::string_view tchars = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    int count = 0;
+    for (int c = 0; c < 256; ++c) {
+        const bool expected = tchars.find(static_cast<char>(c)) != std::string_view::npos;
+        CHECK_MESSAGE(http1::is_tchar(static_cast<unsigned char>(c)) == expected, "byte ", c);
+        count += http1::is_tchar(static_cast<unsigned char>(c)) ? 1 : 0;
+    }
+    CHECK(count == 77);
+}
