@@ -80,7 +80,6 @@ void HttpExchange::touch() {
 
 void HttpExchange::start() {
     const std::size_t high = generation_->config().limits.buffer_bytes;
-    set_nodelay(client_);
     bufferevent_setwatermark(client_, EV_READ, 0, high);
     bufferevent_setwatermark(client_, EV_WRITE, high / 2, 0);
     request_remaining_ = request_.body.length;

@@ -31,7 +31,8 @@ enum class SessionState {
                          // handshake timer armed. On a TLS listener there is no bufferevent yet:
                          // the cleartext header is read from the raw socket (proxy_event_)
     ReadingRequest,    // client connected, request head incomplete; handshake timer armed
-    Connecting,        // head valid, back end picked, TCP connect in flight; connect timer armed
+    Connecting,        // head valid, back end picked, TCP connect in flight; connect timer armed.
+                       // A plain back end has no bufferevent: its raw event waits to write the head
     AwaitingResponse,  // head forwarded; waiting for the back end's response head; handshake timer armed
     ProxyingHttp,      // a plain HTTP request went to an HttpExchange, which owns the client's
                        // next response and its own timers; the session timer fires only to take
@@ -85,10 +86,12 @@ public:
 private:
     // One TCP connection of the session and what the proxy knows of it.
     struct Endpoint {
-        // The handshake, and tunnels with a TLS side, go through a
-        // bufferevent. A tunnel between two plain sockets drops both
-        // bufferevents and does its own I/O (session_raw.cpp): then <bev> is
-        // null and <fd>, <io> and <pending> are used.
+        // The client's handshake, a TLS back end, and tunnels with a TLS side
+        // go through a bufferevent. A plain back end is connected and read
+        // without one during the handshake, and a tunnel between two plain
+        // sockets drops the client's bufferevent too and does its own I/O
+        // (session_raw.cpp): then <bev> is null and <fd>, <io> and <pending>
+        // are used.
         bufferevent* bev = nullptr;
         event* io = nullptr;           // raw tunnel: readiness, for reading and/or writing
         evbuffer* pending = nullptr;   // raw tunnel: bytes the socket has not taken yet; null when none
@@ -125,6 +128,8 @@ private:
         http1::RequestParser request_parser;
         http1::ResponseParser response_parser;
         std::string forwarded_head;
+        std::size_t head_sent = 0;                 // plain back end: bytes of forwarded_head it took
+        std::string response_bytes;                // plain back end: an incomplete response head so far
         std::string client_key;                    // Sec-WebSocket-Key, to check the back end's accept
         std::vector<http1::Header> added_headers;  // X-Auth-* from a verified token
         std::vector<std::string> added_storage;    // backing strings of added_headers
@@ -174,10 +179,19 @@ private:
     bool authorize(const config::Route& route, const http1::RequestHead& request, std::string& claim_key);
     void handle_request(const http1::RequestHead& request, std::size_t head_bytes);
     void try_connect();
+    void connect_tls(int fd, const config::Backend& backend);
+    void connect_plain(int fd, const config::Backend& backend);
+    void send_head_plain();
     void connect_failed(const char* why, int error);
     void local_shortage(int error);
+    void drop_backend_connection();
     void backend_connected();
     void read_response();
+    void read_response_plain();
+    enum class BackendAnswer { NeedMore, Upgrade, Refusal, Invalid };
+    BackendAnswer take_response(std::string_view bytes, std::size_t& head_bytes, bool& deflate);
+    void start_refusal_relay();
+    bool adopt_backend_bufferevent();
     void refuse(int status, std::string_view reason, std::string_view extra_headers = {});
     void relay_refusal_body();
 
@@ -211,6 +225,7 @@ private:
     void raw_send(Side to, const std::uint8_t* data, std::size_t length);
     bool raw_write_pending(Side side);
     void raw_update_interest(Side side);
+    void raw_set_interest(Side side, short want);
     void raw_release(Endpoint& peer);
     bool awaits_close_reply(Side side, short what) const;
     void resume_survivor(Side side);

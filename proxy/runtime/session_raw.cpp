@@ -1,4 +1,5 @@
-// The tunnel between two plain TCP sockets, without bufferevents.
+// The tunnel between two plain TCP sockets, without bufferevents, and the
+// plain back end's side of the handshake, which never has one.
 //
 // Reads go into the worker's shared read buffer, are scanned frame by frame
 // in place and sent straight to the other socket. A session keeps only what
@@ -40,46 +41,55 @@ void Session::on_client_io(evutil_socket_t, short what, void* self) {
 }
 
 void Session::on_backend_io(evutil_socket_t, short what, void* self) {
-    static_cast<Session*>(self)->raw_io(Side::Backend, what);
+    auto* s = static_cast<Session*>(self);
+    switch (s->state_) {
+        case SessionState::Connecting: s->send_head_plain(); break;
+        case SessionState::AwaitingResponse: s->read_response_plain(); break;
+        default: s->raw_io(Side::Backend, what); break;
+    }
 }
 
-// Both bufferevents hand over their sockets and what they hold: unsent
-// output (the 101 on its way to the client) becomes <pending>, unread input
-// (frames that came with the 101, or right behind the request) becomes
-// <carry>, scanned on the loop's next turn.
+// The client's bufferevent hands over its socket and what it holds: unsent
+// output (the 101 on its way) becomes <pending>, unread input (frames right
+// behind the request) becomes <carry>. The back end is raw already, its
+// carry being what came behind the 101. Carried bytes are scanned on the
+// loop's next turn; the 101 is sent at once.
 void Session::switch_to_raw() {
-    for (Side side : {Side::Client, Side::Backend}) {
-        Endpoint& peer = endpoint(side);
-        peer.fd = bufferevent_getfd(peer.bev);
-        // Copied, not moved: a socket bufferevent keeps the front of its
-        // output and the end of its input frozen, which refuses moves.
-        evbuffer* output = bufferevent_get_output(peer.bev);
-        if (const std::size_t unsent = evbuffer_get_length(output); unsent > 0) {
-            peer.pending = evbuffer_new();
-            if (peer.pending) evbuffer_add(peer.pending, evbuffer_pullup(output, -1), unsent);
-        }
-        evbuffer* input = bufferevent_get_input(peer.bev);
-        if (const std::size_t unread = evbuffer_get_length(input); unread > 0) {
-            peer.carry = std::make_unique<std::string>(reinterpret_cast<const char*>(evbuffer_pullup(input, -1)), unread);
-        }
-        // The bufferevent forgets the socket, so that freeing it does not
-        // close it.
-        bufferevent_setfd(peer.bev, -1);
-        bufferevent_free(peer.bev);
-        peer.bev = nullptr;
-        peer.io = event_new(worker_.base(), peer.fd, EV_PERSIST,
-                            side == Side::Client ? &Session::on_client_io : &Session::on_backend_io, this);
+    Endpoint& peer = client_;
+    peer.fd = bufferevent_getfd(peer.bev);
+    // Copied, not moved: a socket bufferevent keeps the front of its
+    // output and the end of its input frozen, which refuses moves.
+    evbuffer* output = bufferevent_get_output(peer.bev);
+    if (const std::size_t unsent = evbuffer_get_length(output); unsent > 0) {
+        peer.pending = evbuffer_new();
+        if (peer.pending) evbuffer_add(peer.pending, evbuffer_pullup(output, -1), unsent);
     }
-    if (!client_.io || !backend_.io) {
-        for (Endpoint* peer : {&client_, &backend_}) {
-            if (!peer->io) evutil_closesocket(peer->fd);
-        }
+    evbuffer* input = bufferevent_get_input(peer.bev);
+    if (const std::size_t unread = evbuffer_get_length(input); unread > 0) {
+        peer.carry = std::make_unique<std::string>(reinterpret_cast<const char*>(evbuffer_pullup(input, -1)), unread);
+    }
+    // The bufferevent forgets the socket, so that freeing it does not
+    // close it.
+    bufferevent_setfd(peer.bev, -1);
+    bufferevent_free(peer.bev);
+    peer.bev = nullptr;
+    peer.io = event_new(worker_.base(), peer.fd, EV_PERSIST, &Session::on_client_io, this);
+    if (!peer.io) {
+        evutil_closesocket(peer.fd);
+        peer.fd = -1;
         record_.reason = "out of memory";
         record_.close_by = "proxy";
         finish();
         return;
     }
-    for (Side side : {Side::Client, Side::Backend}) raw_update_interest(side);
+    // Sent now rather than on the next turn: the client's write interest
+    // is then never armed, at the cost of nothing.
+    if (!raw_write_pending(Side::Client)) return;
+    for (Side side : {Side::Client, Side::Backend}) {
+        raw_update_interest(side);
+        Endpoint& e = endpoint(side);
+        if (e.carry && (e.interest & EV_READ)) event_active(e.io, EV_READ, 0);
+    }
 }
 
 // Makes <side>'s event wait for what the endpoint needs now: reading unless
@@ -91,18 +101,25 @@ void Session::raw_update_interest(Side side) {
     if (!peer.gone && !peer.read_done && !peer.read_paused) want |= EV_READ;
     if (peer.pending) want |= EV_WRITE;
     if (want == peer.interest) return;
-    // Changing what an event waits for takes event_del() and event_assign(),
-    // which also drops an activation made by event_active(): it is redone.
-    event_del(peer.io);
-    event_assign(peer.io, worker_.base(), peer.fd, static_cast<short>(want | EV_PERSIST),
-                 side == Side::Client ? &Session::on_client_io : &Session::on_backend_io, this);
-    if (want != 0) event_add(peer.io, nullptr);
-    peer.interest = want;
+    raw_set_interest(side, want);
     if (peer.broken) {
         event_active(peer.io, EV_WRITE, 0);
     } else if ((want & EV_READ) && peer.carry) {
         event_active(peer.io, EV_READ, 0);
     }
+}
+
+// Makes <side>'s raw event wait for exactly <want>. Changing what an event
+// waits for takes event_del() and event_assign(), which also drops an
+// activation made by event_active(): raw_update_interest() redoes it.
+void Session::raw_set_interest(Side side, short want) {
+    Endpoint& peer = endpoint(side);
+    if (want == peer.interest) return;
+    event_del(peer.io);
+    event_assign(peer.io, worker_.base(), peer.fd, static_cast<short>(want | EV_PERSIST),
+                 side == Side::Client ? &Session::on_client_io : &Session::on_backend_io, this);
+    if (want != 0) event_add(peer.io, nullptr);
+    peer.interest = want;
 }
 
 void Session::raw_io(Side side, short what) {

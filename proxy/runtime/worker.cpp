@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -107,6 +108,9 @@ bool Worker::bind_one(const config::SocketAddress& address, std::string& error) 
     // Every worker binds its own socket; the kernel spreads connections.
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (address.storage.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    // Accepted sockets inherit TCP_NODELAY from the listener: one
+    // setsockopt() here instead of one per client.
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (bind(fd, reinterpret_cast<const sockaddr*>(&address.storage), address.length) < 0 ||
         listen(fd, kListenBacklog) < 0) {
         error = address.text + ": " + std::strerror(errno);

@@ -12,9 +12,10 @@ import struct
 import time
 
 from harness import (HOST, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,
-                     Backend, FrameSocket, RawBackend, RawWs, Wsgate, accept_key, check,
+                     Backend, FrameSocket, RawWs, Wsgate, check,
                      check_between, check_eq, encode_frame, main, new_key, read_head,
-                     recorder, run_async, test, upgrade_head, upgrade_then_reset, ws_connect)
+                     greets_with_the_101, recorder, run_async, test, upgrade_head, upgrade_then_reset,
+                     ws_connect)
 
 
 def close_event(backend, what):
@@ -314,31 +315,12 @@ def backend_close_relayed():
         check_eq(close_event(b, "backend close")[0], 4002, "client's answer at the back end")
 
 
-def _greets_with_the_101(rb, sock):
-    """Sends the 101 and two frames in one segment, then echoes frames."""
-    head, leftover = rb.read_request(sock)
-    key = [l.split(b":", 1)[1].strip() for l in head.split(b"\r\n")
-           if l.lower().startswith(b"sec-websocket-key:")][0].decode()
-    sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 b"Sec-WebSocket-Accept: " + accept_key(key).encode() + b"\r\n\r\n" +
-                 encode_frame(OP_TEXT, b"hello-1", mask=False) + encode_frame(OP_TEXT, b"hello-2", mask=False))
-    fs = FrameSocket(sock, leftover, mask=False)
-    while True:
-        frame = fs.recv_frame(timeout=10)
-        if frame is None or frame.opcode == OP_CLOSE:
-            if frame is not None:
-                fs.send_frame(OP_CLOSE, frame.payload)
-            return
-        rb.record("frame", frame.payload)
-        fs.send_frame(frame.opcode, frame.payload)
-
-
 @test
 def frames_in_the_same_segment_as_the_heads():
     # The client sends two frames in the same segment as its upgrade
     # request, and the back end two in the same segment as its 101: all
     # four arrive, in order, once the tunnel opens.
-    with RawBackend(_greets_with_the_101) as rb, Wsgate({"backends": [rb]}) as gw:
+    with greets_with_the_101() as rb, Wsgate({"backends": [rb]}) as gw:
         sock = socket.create_connection((HOST, gw.port), timeout=5)
         key = new_key()
         sock.sendall(upgrade_head("/", f"{HOST}:{gw.port}", key) +

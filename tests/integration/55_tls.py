@@ -11,12 +11,11 @@ import socket
 import ssl
 import subprocess
 import threading
-import time
 import warnings
 
-from harness import (HOST, Backend, HarnessError, Wsgate, check, check_eq, main,
-                     new_tmpdir, parse_head, raw_request, read_head, run_async,
-                     test, upgrade_head, wait_until)
+from harness import (HOST, Backend, HarnessError, Wsgate, check, check_eq, greets_with_the_101,
+                     main, new_tmpdir, parse_head, raw_request, read_head, recv_to_eof, reject, run_async,
+                     test, upgrade_head, wait_until, ws_connect)
 from tlsutil import (OPENSSL, Ca, TlsBackend, client_context, gateway_config,
                      peer_common_name, s_client_subject)
 
@@ -78,6 +77,38 @@ def wss_echo():
         except OSError:
             data = (0, {}, b"")
         check(data[0] != 101, "plain-text upgrade on the TLS listener was accepted")
+
+
+@test
+def plain_backend_bytes_behind_its_head_over_tls():
+    """A TLS client and a plain back end: the back end's handshake is read
+    without a bufferevent and moves into one for the TLS tunnel or a relayed
+    refusal; bytes that arrived with the back end's head must come along."""
+    d = new_tmpdir("pki")
+    ca = Ca(d)
+    cert, key = ca.issue("gw.test", dns=["gw.test"])
+    ctx = client_context(ca.cert)
+    with greets_with_the_101() as rb, \
+            Wsgate(gateway_config([tls_listener(cert, key)], [{"name": "main", "backends": [rb]}])) as gw:
+        async def converse():
+            async with wss(gw.port, ctx, "gw.test") as ws:
+                greetings = [await ws.recv(), await ws.recv()]
+                await ws.send("echo me")
+                return greetings, await ws.recv()
+        greetings, echo = run_async(converse(), timeout=15)
+        check_eq(greetings, ["hello-1", "hello-2"], "frames in the 101's segment")
+        check_eq(echo, "echo me", "echo after them")
+    with reject(403, b"go away over tls\n") as rb, \
+            Wsgate(gateway_config([tls_listener(cert, key)], [{"name": "main", "backends": [rb]}])) as gw:
+        raw = socket.create_connection((HOST, gw.port), timeout=5)
+        with ctx.wrap_socket(raw, server_hostname="gw.test") as tls:
+            tls.sendall(upgrade_head("/", f"{HOST}:{gw.port}"))
+            answer = recv_to_eof(tls)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        status_line, headers = parse_head(head)
+        check_eq(status_line[1], "403", "relayed status")
+        check_eq(headers.get("x-backend"), "raw", "back end's header")
+        check_eq(body, b"go away over tls\n", "relayed body")
 
 
 @test
@@ -312,8 +343,6 @@ def backend_tls_verified():
     with TlsBackend(cert, key, id="tb1") as b:
         # Verified by name (SNI + host name check).
         with Wsgate(gateway_config(pools=[backend_tls_pool(b, ca.cert, "backend.test")])) as gw:
-            from harness import ws_connect
-
             async def go():
                 async with ws_connect(gw.port) as ws:
                     await ws.send("whoami")
@@ -328,8 +357,6 @@ def backend_tls_verified():
             check_eq(entry["backend"], b.address, "access-log back end")
         # server_name "" verifies the back end's IP address (SAN IP:127.0.0.1).
         with Wsgate(gateway_config(pools=[backend_tls_pool(b, ca.cert, "")])) as gw:
-            from harness import ws_connect
-
             async def go2():
                 async with ws_connect(gw.port) as ws:
                     await ws.send("by ip")
@@ -364,8 +391,6 @@ def backend_bad_certificate_502():
                                                "certificate from another CA"))
         # verify = false: the same back end is accepted.
         with Wsgate(gateway_config(pools=[backend_tls_pool(b, ca.cert, "backend.test", verify=False)])) as gw:
-            from harness import ws_connect
-
             async def go():
                 async with ws_connect(gw.port) as ws:
                     await ws.send("unverified")

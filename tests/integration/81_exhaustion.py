@@ -7,9 +7,8 @@ import resource
 import socket
 import time
 
-from harness import (HOST, OP_TEXT, Backend, RawWs, Wsgate, check, check_between,
-                     check_eq, main, parse_response, render_config, sanitizer_build,
-                     test, upgrade_head, wait_until)
+from harness import (HOST, OP_TEXT, Backend, RawWs, Wsgate, check, check_eq, main, parse_response,
+                     recv_to_eof, render_config, sanitizer_build, test, upgrade_head, wait_until)
 
 
 def fd_count(pid):
@@ -216,13 +215,7 @@ def slowloris_1000_do_not_block_a_good_client():
         for s in slow:
             s.settimeout(2)
             try:
-                data = b""
-                while True:
-                    chunk = s.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                key = parse_response(data)[0] or "closed"
+                key = parse_response(recv_to_eof(s))[0] or "closed"
             except ConnectionResetError:
                 key = "reset"
             except socket.timeout:

@@ -1038,6 +1038,17 @@ class RawBackend:
             _raw_backends.remove(self)
 
 
+def recv_to_eof(sock):
+    """Every byte <sock> delivers until the peer closes (its timeout applies
+    to each recv)."""
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def _drain_until_eof(rb, sock):
     while not rb.stopping.is_set():
         sock.settimeout(0.5)
@@ -1088,6 +1099,30 @@ def _garbage(rb, sock):
 def garbage():
     """Answers the request with non-HTTP bytes, then closes."""
     return RawBackend(_garbage)
+
+
+def _greets_with_the_101(rb, sock):
+    """Sends the 101 and two frames in one segment, then echoes frames."""
+    head, leftover = rb.read_request(sock)
+    key = [l.split(b":", 1)[1].strip() for l in head.split(b"\r\n")
+           if l.lower().startswith(b"sec-websocket-key:")][0].decode()
+    sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Accept: " + accept_key(key).encode() + b"\r\n\r\n" +
+                 encode_frame(OP_TEXT, b"hello-1", mask=False) + encode_frame(OP_TEXT, b"hello-2", mask=False))
+    fs = FrameSocket(sock, leftover, mask=False)
+    while True:
+        frame = fs.recv_frame(timeout=10)
+        if frame is None or frame.opcode == OP_CLOSE:
+            if frame is not None:
+                fs.send_frame(OP_CLOSE, frame.payload)
+            return
+        rb.record("frame", frame.payload)
+        fs.send_frame(frame.opcode, frame.payload)
+
+
+def greets_with_the_101():
+    """A 101 with two text frames (hello-1, hello-2) in its segment, then an echo."""
+    return RawBackend(_greets_with_the_101)
 
 
 def _silent_accept(rb, sock):
