@@ -940,8 +940,7 @@ void Session::start_refusal_relay() {
 }
 
 // A plain back end, connected and read without a bufferevent, moves into
-// one where the rest of the session needs it: a refusal relayed to the
-// client, or a tunnel with a TLS client. Bytes already read past the head
+// one for a refusal relayed to the client. Bytes already read past the head
 // (the carry) go into its input first. False when out of memory (the
 // socket is then closed).
 bool Session::adopt_backend_bufferevent() {
@@ -1036,15 +1035,9 @@ void Session::open_tunnel(bool deflate) {
     client_.last_rx_ms = backend_.last_rx_ms = last_activity_ms_ = now;
     set_state(SessionState::Open);
     arm_timer(next_tunnel_deadline() - now);
-    if (client_.plain && backend_.plain) {
+    // A plain back end is raw already; the client joins it, over TLS or not.
+    if (backend_.plain) {
         switch_to_raw();
-        return;
-    }
-    if (backend_.io && !adopt_backend_bufferevent()) {
-        release(Side::Backend);
-        record_.reason = "out of memory";
-        record_.close_by = "proxy";
-        finish();
         return;
     }
     std::size_t high = config.limits.buffer_bytes;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include <array>
 #include <cstdint>
@@ -14,6 +15,7 @@
 
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <openssl/ssl.h>
 
 #include "net/proxy_protocol.h"
 #include "observability/access_log.h"
@@ -86,13 +88,14 @@ public:
 private:
     // One TCP connection of the session and what the proxy knows of it.
     struct Endpoint {
-        // The client's handshake, a TLS back end, and tunnels with a TLS side
-        // go through a bufferevent. A plain back end is connected and read
-        // without one during the handshake, and a tunnel between two plain
-        // sockets drops the client's bufferevent too and does its own I/O
+        // The client's handshake, a TLS back end, and tunnels to a TLS back
+        // end go through a bufferevent. A plain back end is connected and
+        // read without one during the handshake, and a tunnel to a plain back
+        // end drops the client's bufferevent too and does its own I/O
         // (session_raw.cpp): then <bev> is null and <fd>, <io> and <pending>
-        // are used.
+        // are used, with <ssl> for a TLS client.
         bufferevent* bev = nullptr;
+        SSL* ssl = nullptr;            // raw tunnel, TLS client: the session taken over from its bufferevent
         event* io = nullptr;           // raw tunnel: readiness, for reading and/or writing
         evbuffer* pending = nullptr;   // raw tunnel: bytes the socket has not taken yet; null when none
         // Raw tunnel: the start of an incomplete frame header or control
@@ -108,6 +111,8 @@ private:
         bool read_paused = false;      // raw tunnel: backpressure, the other side's output is full
         bool read_done = false;        // raw tunnel: EOF seen, or no more input wanted
         bool broken = false;           // raw tunnel: a write failed; handled as a reset on the next turn
+        bool tls_read_wants_write = false;  // raw TLS: SSL_read must be retried once the socket is writable
+        bool tls_write_wants_read = false;  // raw TLS: SSL_write must be retried once the socket is readable
         bool close_sent = false;       // a close frame went to this peer (relayed or ours)
         bool close_received = false;   // this peer sent a close frame
         bool gone = false;             // its connection is released
@@ -226,6 +231,8 @@ private:
     bool raw_write_pending(Side side);
     void raw_update_interest(Side side);
     void raw_set_interest(Side side, short want);
+    ssize_t tls_write(Endpoint& peer, const void* data, std::size_t length);
+    short tls_read(Endpoint& peer, std::uint8_t* data, std::size_t room, std::size_t& got);
     void raw_release(Endpoint& peer);
     bool awaits_close_reply(Side side, short what) const;
     void resume_survivor(Side side);

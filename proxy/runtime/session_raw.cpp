@@ -1,5 +1,6 @@
-// The tunnel between two plain TCP sockets, without bufferevents, and the
-// plain back end's side of the handshake, which never has one.
+// The tunnel to a plain back end, without bufferevents, and the plain back
+// end's side of the handshake, which never has one. The client is a plain
+// socket or a TLS session taken over from its bufferevent.
 //
 // Reads go into the worker's shared read buffer, are scanned frame by frame
 // in place and sent straight to the other socket. A session keeps only what
@@ -8,6 +9,16 @@
 // bytes). An idle tunnel therefore holds no buffer at all, and a forwarded
 // read costs one recv() and one send(): no FIONREAD ioctl before each read
 // and no evbuffer bookkeeping, which is what a bufferevent costs.
+//
+// A TLS client is read with SSL_read() into the same buffer, with OpenSSL's
+// read-ahead on: one read() takes every record the socket holds. Records
+// that OpenSSL has buffered raise no readiness event, so a TLS read goes on
+// until SSL_read() wants the socket again (or the buffer is full, and the
+// read is resumed on the next turn). Bytes for it go out with SSL_write().
+// This spares the TLS path what bufferevent_openssl adds: a FIONREAD and
+// two read() calls per record, and an epoll_ctl() pair per write to arm
+// and disarm the write event (scenario t: 1.39 -> 1.06 us of CPU per
+// message).
 //
 // Backpressure: when the destination's pending bytes reach
 // limits.buffer_bytes, the source is no longer read (its bytes wait in the
@@ -22,6 +33,8 @@
 #include <cstring>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
 
 #include "runtime/worker.h"
 
@@ -33,6 +46,53 @@ namespace {
 constexpr std::size_t kMaxRawRead = 128 * 1024;
 
 bool would_block(int error) { return error == EAGAIN || error == EWOULDBLOCK || error == EINTR; }
+
+// The BIO of a TLS session taken over from its bufferevent: a socket BIO
+// that does not tell its descriptor. bufferevent_openssl's destructor, which
+// may run on a later loop turn, closes whatever descriptor the session's
+// BIO reports; this one reports none. It also sends with MSG_NOSIGNAL.
+int tunnel_bio_write(BIO* bio, const char* data, int length) {
+    const int fd = static_cast<int>(reinterpret_cast<std::intptr_t>(BIO_get_data(bio)));
+    const ssize_t n = send(fd, data, static_cast<std::size_t>(length), MSG_NOSIGNAL | MSG_DONTWAIT);
+    BIO_clear_retry_flags(bio);
+    if (n < 0 && would_block(errno)) BIO_set_retry_write(bio);
+    return static_cast<int>(n);
+}
+
+int tunnel_bio_read(BIO* bio, char* data, int length) {
+    const int fd = static_cast<int>(reinterpret_cast<std::intptr_t>(BIO_get_data(bio)));
+    const ssize_t n = recv(fd, data, static_cast<std::size_t>(length), 0);
+    BIO_clear_retry_flags(bio);
+    if (n < 0 && would_block(errno)) BIO_set_retry_read(bio);
+    return static_cast<int>(n);
+}
+
+long tunnel_bio_ctrl(BIO*, int command, long, void*) {
+    switch (command) {
+        case BIO_CTRL_FLUSH: return 1;
+        case BIO_C_GET_FD: return -1;
+        default: return 0;
+    }
+}
+
+BIO* new_tunnel_bio(int fd) {
+    // Built once; a BIO_METHOD is immutable and shared by all threads.
+    static BIO_METHOD* const method = [] {
+        BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "wsgate tunnel socket");
+        if (m) {
+            BIO_meth_set_write(m, tunnel_bio_write);
+            BIO_meth_set_read(m, tunnel_bio_read);
+            BIO_meth_set_ctrl(m, tunnel_bio_ctrl);
+        }
+        return m;
+    }();
+    BIO* bio = method ? BIO_new(method) : nullptr;
+    if (bio) {
+        BIO_set_data(bio, reinterpret_cast<void*>(static_cast<std::intptr_t>(fd)));
+        BIO_set_init(bio, 1);
+    }
+    return bio;
+}
 
 }  // namespace
 
@@ -49,14 +109,30 @@ void Session::on_backend_io(evutil_socket_t, short what, void* self) {
     }
 }
 
-// The client's bufferevent hands over its socket and what it holds: unsent
-// output (the 101 on its way) becomes <pending>, unread input (frames right
-// behind the request) becomes <carry>. The back end is raw already, its
-// carry being what came behind the 101. Carried bytes are scanned on the
-// loop's next turn; the 101 is sent at once.
+// The client's bufferevent hands over its socket (and TLS session) and what
+// it holds: unsent output (the 101 on its way) becomes <pending>, unread
+// input (frames right behind the request) becomes <carry>. The back end is
+// raw already, its carry being what came behind the 101. Carried bytes are
+// scanned on the loop's next turn; the 101 is sent at once.
 void Session::switch_to_raw() {
     Endpoint& peer = client_;
     peer.fd = bufferevent_getfd(peer.bev);
+    if (!peer.plain) {
+        // The bufferevent frees its SSL and closes the socket its BIO names:
+        // the session is kept with a reference of ours, and gets a BIO that
+        // names no socket.
+        BIO* bio = new_tunnel_bio(peer.fd);
+        if (bio) {
+            peer.ssl = bufferevent_openssl_get_ssl(peer.bev);
+            SSL_up_ref(peer.ssl);
+            SSL_set_bio(peer.ssl, bio, bio);
+        } else {
+            record_.reason = "out of memory";
+            record_.close_by = "proxy";
+            finish();
+            return;
+        }
+    }
     // Copied, not moved: a socket bufferevent keeps the front of its
     // output and the end of its input frozen, which refuses moves.
     evbuffer* output = bufferevent_get_output(peer.bev);
@@ -68,13 +144,20 @@ void Session::switch_to_raw() {
     if (const std::size_t unread = evbuffer_get_length(input); unread > 0) {
         peer.carry = std::make_unique<std::string>(reinterpret_cast<const char*>(evbuffer_pullup(input, -1)), unread);
     }
-    // The bufferevent forgets the socket, so that freeing it does not
+    // A plain bufferevent forgets the socket, so that freeing it does not
     // close it.
-    bufferevent_setfd(peer.bev, -1);
+    if (peer.plain) bufferevent_setfd(peer.bev, -1);
     bufferevent_free(peer.bev);
     peer.bev = nullptr;
+    if (peer.ssl) {
+        SSL_set_read_ahead(peer.ssl, 1);
+        // SSL_write() is retried with the front of <pending>, which may
+        // have moved and grown since the try that would have blocked.
+        SSL_set_mode(peer.ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    }
     peer.io = event_new(worker_.base(), peer.fd, EV_PERSIST, &Session::on_client_io, this);
     if (!peer.io) {
+        raw_release(peer);
         evutil_closesocket(peer.fd);
         peer.fd = -1;
         record_.reason = "out of memory";
@@ -88,7 +171,8 @@ void Session::switch_to_raw() {
     for (Side side : {Side::Client, Side::Backend}) {
         raw_update_interest(side);
         Endpoint& e = endpoint(side);
-        if (e.carry && (e.interest & EV_READ)) event_active(e.io, EV_READ, 0);
+        // A TLS client may have sent records that OpenSSL already holds.
+        if ((e.carry || e.ssl) && (e.interest & EV_READ)) event_active(e.io, EV_READ, 0);
     }
 }
 
@@ -99,12 +183,13 @@ void Session::raw_update_interest(Side side) {
     if (!peer.io) return;
     short want = 0;
     if (!peer.gone && !peer.read_done && !peer.read_paused) want |= EV_READ;
-    if (peer.pending) want |= EV_WRITE;
+    if (peer.pending || peer.tls_read_wants_write) want |= EV_WRITE;
+    if (peer.tls_write_wants_read) want |= EV_READ;
     if (want == peer.interest) return;
     raw_set_interest(side, want);
     if (peer.broken) {
         event_active(peer.io, EV_WRITE, 0);
-    } else if ((want & EV_READ) && peer.carry) {
+    } else if ((want & EV_READ) && (peer.carry || (peer.ssl && SSL_has_pending(peer.ssl)))) {
         event_active(peer.io, EV_READ, 0);
     }
 }
@@ -128,8 +213,60 @@ void Session::raw_io(Side side, short what) {
         tunnel_peer_closed(side, BEV_EVENT_ERROR);
         return;
     }
-    if ((what & EV_WRITE) && !raw_write_pending(side)) return;
-    if (what & EV_READ) raw_read(side);
+    // A TLS session may need the other direction's readiness to go on.
+    const bool write_now = (what & EV_WRITE) || ((what & EV_READ) && peer.tls_write_wants_read);
+    const bool read_now = (what & EV_READ) || ((what & EV_WRITE) && peer.tls_read_wants_write);
+    if (write_now && !raw_write_pending(side)) return;
+    if (read_now) raw_read(side);
+}
+
+// Hands <length> bytes (> 0) to <peer>'s TLS session. Returns how many it
+// took, 0 when the socket is full (or the session needs to read first:
+// <tls_write_wants_read>), or -1 when the connection failed. A refused
+// SSL_write() is retried with the same bytes at the front, as OpenSSL
+// requires.
+ssize_t Session::tls_write(Endpoint& peer, const void* data, std::size_t length) {
+    ERR_clear_error();
+    const int written = SSL_write(peer.ssl, data, static_cast<int>(std::min<std::size_t>(length, INT32_MAX)));
+    peer.tls_write_wants_read = false;
+    if (written > 0) return written;
+    switch (SSL_get_error(peer.ssl, written)) {
+        case SSL_ERROR_WANT_WRITE: return 0;
+        case SSL_ERROR_WANT_READ: peer.tls_write_wants_read = true; return 0;
+        default: return -1;
+    }
+}
+
+// Reads <peer>'s TLS session into <data> until SSL_read() wants the socket
+// again or <room> bytes are in; <got> says how many. Returns 0, or
+// BEV_EVENT_EOF (close_notify, or TCP closed without it: a dirty shutdown
+// still ends the stream) or BEV_EVENT_ERROR.
+short Session::tls_read(Endpoint& peer, std::uint8_t* data, std::size_t room, std::size_t& got) {
+    got = 0;
+    peer.tls_read_wants_write = false;
+    ERR_clear_error();
+    while (got < room) {
+        errno = 0;
+        const int n = SSL_read(peer.ssl, data + got, static_cast<int>(std::min<std::size_t>(room - got, INT32_MAX)));
+        if (n > 0) {
+            got += static_cast<std::size_t>(n);
+            continue;
+        }
+        switch (SSL_get_error(peer.ssl, n)) {
+            case SSL_ERROR_WANT_READ: return 0;
+            case SSL_ERROR_WANT_WRITE: peer.tls_read_wants_write = true; return 0;
+            case SSL_ERROR_ZERO_RETURN: return BEV_EVENT_EOF;
+            case SSL_ERROR_SYSCALL:
+                // OpenSSL 3 reports a TCP close without close_notify as an
+                // SSL error (unexpected EOF) rather than SYSCALL with errno 0.
+                return errno == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR;
+            case SSL_ERROR_SSL:
+                return ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING ? BEV_EVENT_EOF
+                                                                                             : BEV_EVENT_ERROR;
+            default: return BEV_EVENT_ERROR;
+        }
+    }
+    return 0;
 }
 
 // Writes what is pending for <side>. Returns false when the session may
@@ -137,8 +274,19 @@ void Session::raw_io(Side side, short what) {
 bool Session::raw_write_pending(Side side) {
     Endpoint& peer = endpoint(side);
     if (!peer.pending) return true;
-    const int written = evbuffer_write_atmost(peer.pending, peer.fd, kMaxRawRead);
-    if (written < 0 && !would_block(errno)) {
+    if (peer.ssl) {
+        for (std::size_t left = evbuffer_get_length(peer.pending); left > 0;
+             left = evbuffer_get_length(peer.pending)) {
+            const std::size_t chunk = std::min(left, kMaxRawRead);
+            const ssize_t written = tls_write(peer, evbuffer_pullup(peer.pending, static_cast<ev_ssize_t>(chunk)), chunk);
+            if (written < 0) {
+                tunnel_peer_closed(side, BEV_EVENT_ERROR);
+                return false;
+            }
+            if (written == 0) break;
+            evbuffer_drain(peer.pending, static_cast<std::size_t>(written));
+        }
+    } else if (evbuffer_write_atmost(peer.pending, peer.fd, kMaxRawRead) < 0 && !would_block(errno)) {
         tunnel_peer_closed(side, BEV_EVENT_ERROR);
         return false;
     }
@@ -151,8 +299,9 @@ bool Session::raw_write_pending(Side side) {
             maybe_finish_closing();
             return false;
         }
-        raw_update_interest(side);
     }
+    // Also when bytes are left: a blocked TLS write may now wait for reading.
+    raw_update_interest(side);
     // The other side was paused for this one's output: under the low
     // watermark, reading it resumes.
     Endpoint& source = endpoint(other(side));
@@ -171,8 +320,9 @@ void Session::raw_send(Side to, const std::uint8_t* data, std::size_t length) {
     Endpoint& peer = endpoint(to);
     if (peer.gone || peer.broken || length == 0) return;
     if (!peer.pending) {
-        const ssize_t sent = send(peer.fd, data, length, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (sent < 0 && !would_block(errno)) {
+        const ssize_t sent =
+            peer.ssl ? tls_write(peer, data, length) : send(peer.fd, data, length, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (sent < 0 && (peer.ssl || !would_block(errno))) {
             peer.broken = true;
             event_active(peer.io, EV_WRITE, 0);
             return;
@@ -229,9 +379,11 @@ void Session::raw_read(Side side) {
                                        static_cast<std::size_t>(generation_->config().limits.buffer_bytes)});
     short closed = 0;
     std::size_t got = 0;
+    const bool tls_wanted_write = src.tls_read_wants_write;
     if (!src.read_done && !src.read_paused) {
-        const ssize_t n = recv(src.fd, buffer.data() + carried, room, 0);
-        if (n > 0) {
+        if (src.ssl) {
+            closed = tls_read(src, buffer.data() + carried, room, got);
+        } else if (const ssize_t n = recv(src.fd, buffer.data() + carried, room, 0); n > 0) {
             got = static_cast<std::size_t>(n);
         } else if (n == 0) {
             closed = BEV_EVENT_EOF;
@@ -239,8 +391,17 @@ void Session::raw_read(Side side) {
             closed = BEV_EVENT_ERROR;
         }
     }
+    // A full TLS read may leave records in OpenSSL's buffer: read on next turn.
+    const bool tls_more = src.ssl && got == room;
     if (carried + got > 0 && !raw_scan(side, buffer.data(), carried + got)) return;
-    if (closed != 0) tunnel_peer_closed(side, closed);
+    if (closed != 0) {
+        tunnel_peer_closed(side, closed);
+        return;
+    }
+    if (src.io && !src.gone) {
+        if (tls_wanted_write != src.tls_read_wants_write) raw_update_interest(side);
+        if (tls_more) event_active(src.io, EV_READ, 0);
+    }
 }
 
 // Scans <length> bytes from <from> (the carry and a fresh read) and forwards
@@ -294,20 +455,29 @@ bool Session::raw_scan(Side from, const std::uint8_t* data, std::size_t length) 
     return true;
 }
 
-// Frees what a raw endpoint holds and closes its socket. Nothing for an
-// endpoint that never left its bufferevent (its <io> is null), which closed
-// the socket itself.
+// Frees what a raw endpoint holds, sends a TLS client its close_notify and
+// closes the socket. The socket of an endpoint that never left its
+// bufferevent (its <io> is null) is the bufferevent's to close.
 void Session::raw_release(Endpoint& peer) {
-    if (!peer.io) return;
-    event_free(peer.io);
-    peer.io = nullptr;
-    evutil_closesocket(peer.fd);
-    peer.fd = -1;
+    if (peer.ssl) {
+        // close_notify, best effort: the socket is closed right after.
+        if (!peer.broken) {
+            ERR_clear_error();
+            SSL_shutdown(peer.ssl);
+        }
+        SSL_free(peer.ssl);
+        peer.ssl = nullptr;
+    }
     if (peer.pending) {
         evbuffer_free(peer.pending);
         peer.pending = nullptr;
     }
     peer.carry.reset();
+    if (!peer.io) return;
+    event_free(peer.io);
+    peer.io = nullptr;
+    evutil_closesocket(peer.fd);
+    peer.fd = -1;
     peer.interest = 0;
 }
 

@@ -9,12 +9,13 @@ import os
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import warnings
 
-from harness import (HOST, Backend, HarnessError, Wsgate, check, check_eq, greets_with_the_101,
-                     main, new_tmpdir, parse_head, raw_request, read_head, recv_to_eof, reject, run_async,
+from harness import (HOST, OP_TEXT, Backend, FrameSocket, HarnessError, Wsgate, check, check_eq,
+                     encode_frame, greets_with_the_101, main, new_tmpdir, parse_head, raw_request, read_head, recv_to_eof, reject, run_async,
                      test, upgrade_head, wait_until, ws_connect)
 from tlsutil import (OPENSSL, Ca, TlsBackend, client_context, gateway_config,
                      peer_common_name, s_client_subject)
@@ -109,6 +110,149 @@ def plain_backend_bytes_behind_its_head_over_tls():
         check_eq(status_line[1], "403", "relayed status")
         check_eq(headers.get("x-backend"), "raw", "back end's header")
         check_eq(body, b"go away over tls\n", "relayed body")
+
+
+class RecordBatchTls:
+    """A TLS client over <sock> whose records are held until flush(), so that
+    many records reach wsgate in one TCP write: the socket then turns
+    readable once for all of them (ssl.SSLObject over memory BIOs). Enough
+    of a socket for FrameSocket."""
+
+    def __init__(self, sock, ctx, server_hostname):
+        self.sock = sock
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname=server_hostname)
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.flush()
+                self._fill()
+        self.flush()
+
+    def _fill(self):
+        data = self.sock.recv(65536)
+        if data:
+            self.incoming.write(data)
+        else:
+            self.incoming.write_eof()
+
+    def flush(self):
+        data = self.outgoing.read()
+        if data:
+            self.sock.sendall(data)
+
+    def write_record(self, data):
+        self.tls.write(data)
+
+    def sendall(self, data):
+        self.tls.write(data)
+        self.flush()
+
+    def settimeout(self, seconds):
+        self.sock.settimeout(seconds)
+
+    def recv(self, size):
+        while True:
+            try:
+                return self.tls.read(size)
+            except ssl.SSLWantReadError:
+                self.flush()
+                self._fill()
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return b""
+
+
+@test
+def tls_records_in_one_segment():
+    """200 WebSocket frames, each in its own TLS record, reach wsgate in one
+    TCP write: all are read (OpenSSL holds the records it read ahead, and
+    no readiness event reports them) and echoed in order."""
+    d = new_tmpdir("pki")
+    ca = Ca(d)
+    cert, key = ca.issue("gw.test", dns=["gw.test"])
+    with Backend("echo", id="e") as b, \
+            Wsgate(gateway_config([tls_listener(cert, key)], [{"name": "main", "backends": [b]}])) as gw:
+        tls = RecordBatchTls(socket.create_connection((HOST, gw.port), timeout=5), client_context(ca.cert),
+                             "gw.test")
+        tls.sendall(upgrade_head("/", f"{HOST}:{gw.port}"))
+        head, leftover = read_head(tls, 5)
+        check(head.startswith(b"HTTP/1.1 101"), f"answer: {head[:40]!r}")
+        ws = FrameSocket(tls, leftover, mask=True)
+        sent = [f"record {i}".encode() for i in range(200)]
+        for payload in sent:
+            tls.write_record(encode_frame(OP_TEXT, payload))
+        tls.flush()
+        got = []
+        for _ in sent:
+            message = ws.recv_message(timeout=5)
+            if message is None:
+                break
+            got.append(message[1])
+        check(got == sent, f"{len(got)} of {len(sent)} frames echoed (in order: {got == sent[:len(got)]})")
+        ws.send_close(1000)
+        check_eq(ws.recv_close(), (1000, ""), "close reply")
+
+
+@test(timeout=90)
+def tls_tunnel_backpressure_bursts_and_faults():
+    """The raw TLS tunnel (SSL_read with read-ahead, SSL_write retried from
+    the pending buffer): a client that does not read for 2 s while the back
+    end floods it gets every message in order afterwards with wsgate's RSS
+    bounded; 2,000 small messages written in one burst (many records per
+    read) all come back; a back end killed mid-stream gives 1014; a clean
+    close gets its reply."""
+    import websockets
+    d = new_tmpdir("pki")
+    ca = Ca(d)
+    cert, key = ca.issue("gw.test", dns=["gw.test"])
+    ctx = client_context(ca.cert)
+    count, size = 3000, 16384  # 48 MiB, far above the socket buffers
+    with Backend("flood", id="f", count=count, size=size) as flood, Backend("echo", id="e") as echo, \
+            Wsgate(gateway_config([tls_listener(cert, key)],
+                                  [{"name": "flood", "backends": [flood]}, {"name": "echo", "backends": [echo]}],
+                                  routes=[{"path_prefix": "/flood", "pool": "flood"},
+                                          {"path_prefix": "/", "pool": "echo"}])) as gw:
+        baseline = gw.rss_kib()
+
+        async def paused_reader():
+            async with wss(gw.port, ctx, "gw.test", "/flood") as ws:
+                peak = baseline
+                for _ in range(8):
+                    await asyncio.sleep(0.25)
+                    peak = max(peak, gw.rss_kib())
+                for seq in range(count):
+                    message = await asyncio.wait_for(ws.recv(), 15)
+                    if message[:8] != struct.pack(">Q", seq) or message[8:] != bytes([seq % 251]) * (size - 8):
+                        return peak, f"message {seq} out of order or corrupted"
+                return peak, await ws.recv()
+        peak, last = run_async(paused_reader(), timeout=60)
+        check_eq(last, "done", "flood ends with its final text")
+        check(peak - baseline < 32 * 1024, f"RSS grew by {(peak - baseline) // 1024} MiB while the client did not read")
+
+        async def burst():
+            async with wss(gw.port, ctx, "gw.test") as ws:
+                sent = [f"m{i:05d}" for i in range(2000)]
+                for m in sent:
+                    await ws.send(m)
+                got = [await asyncio.wait_for(ws.recv(), 10) for _ in sent]
+                await ws.close(1000, "bye")
+                return sent, got, ws.close_code
+        sent, got, code = run_async(burst(), timeout=30)
+        check(got == sent, f"burst: {sum(a == b for a, b in zip(sent, got))} of {len(sent)} echoed in order")
+        check_eq(code, 1000, "close reply code")
+
+        async def killed():
+            async with wss(gw.port, ctx, "gw.test", "/flood") as ws:
+                await ws.recv()
+                flood.kill()
+                try:
+                    while True:
+                        await asyncio.wait_for(ws.recv(), 10)
+                except websockets.ConnectionClosed as closed:
+                    return closed.rcvd.code if closed.rcvd else None
+        check_eq(run_async(killed(), timeout=30), 1014, "close code after the back end died")
 
 
 @test
