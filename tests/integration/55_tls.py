@@ -201,8 +201,8 @@ def tls_tunnel_backpressure_bursts_and_faults():
     the pending buffer): a client that does not read for 2 s while the back
     end floods it gets every message in order afterwards with wsgate's RSS
     bounded; 2,000 small messages written in one burst (many records per
-    read) all come back; a back end killed mid-stream gives 1014; a clean
-    close gets its reply."""
+    read) all come back; a back end killed between messages gives 1014; a
+    clean close gets its reply."""
     import websockets
     d = new_tmpdir("pki")
     ca = Ca(d)
@@ -243,10 +243,14 @@ def tls_tunnel_backpressure_bursts_and_faults():
         check(got == sent, f"burst: {sum(a == b for a, b in zip(sent, got))} of {len(sent)} echoed in order")
         check_eq(code, 1000, "close reply code")
 
+        # Killed between messages, so that the stream to the client is at a
+        # frame boundary and a close frame can follow (mid-frame, wsgate
+        # can only end the connection: 80_faults covers that).
         async def killed():
-            async with wss(gw.port, ctx, "gw.test", "/flood") as ws:
+            async with wss(gw.port, ctx, "gw.test") as ws:
+                await ws.send("before the kill")
                 await ws.recv()
-                flood.kill()
+                echo.kill()
                 try:
                     while True:
                         await asyncio.wait_for(ws.recv(), 10)
