@@ -3,7 +3,8 @@ heartbeat, close relay, resets and backpressure (RFC 6455 sections 5-7).
 
 Every tunnel here is plain on both sides, so these tests drive the raw
 tunnel (proxy/runtime/session_raw.cpp) and the session state machine
-(proxy/runtime/session.cpp); 55_tls drives the bufferevent tunnel."""
+(proxy/runtime/session.cpp); 55_tls drives the raw tunnel with a TLS
+client and the bufferevent tunnel to a TLS back end."""
 
 import asyncio
 import os
