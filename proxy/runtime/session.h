@@ -231,8 +231,6 @@ private:
     bool raw_write_pending(Side side);
     void raw_update_interest(Side side);
     void raw_set_interest(Side side, short want);
-    ssize_t tls_write(Endpoint& peer, const void* data, std::size_t length);
-    short tls_read(Endpoint& peer, std::uint8_t* data, std::size_t room, std::size_t& got);
     void raw_release(Endpoint& peer);
     bool awaits_close_reply(Side side, short what) const;
     void resume_survivor(Side side);

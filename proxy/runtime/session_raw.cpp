@@ -24,6 +24,8 @@
 // limits.buffer_bytes, the source is no longer read (its bytes wait in the
 // kernel, which then closes the TCP window); reading resumes once the
 // destination is under half of that.
+#include "runtime/session_raw.h"
+
 #include "runtime/session.h"
 
 #include <sys/socket.h>
@@ -47,11 +49,13 @@ constexpr std::size_t kMaxRawRead = 128 * 1024;
 
 bool would_block(int error) { return error == EAGAIN || error == EWOULDBLOCK || error == EINTR; }
 
-// The BIO of a TLS session taken over from its bufferevent: a socket BIO
-// that does not tell its descriptor. bufferevent_openssl's destructor, which
-// may run on a later loop turn, closes whatever descriptor the session's
-// BIO reports; this one reports none. It also sends with MSG_NOSIGNAL.
-int tunnel_bio_write(BIO* bio, const char* data, int length) {
+}  // namespace
+
+namespace raw_tls {
+
+namespace {
+
+int bio_write(BIO* bio, const char* data, int length) {
     const int fd = static_cast<int>(reinterpret_cast<std::intptr_t>(BIO_get_data(bio)));
     const ssize_t n = send(fd, data, static_cast<std::size_t>(length), MSG_NOSIGNAL | MSG_DONTWAIT);
     BIO_clear_retry_flags(bio);
@@ -59,7 +63,7 @@ int tunnel_bio_write(BIO* bio, const char* data, int length) {
     return static_cast<int>(n);
 }
 
-int tunnel_bio_read(BIO* bio, char* data, int length) {
+int bio_read(BIO* bio, char* data, int length) {
     const int fd = static_cast<int>(reinterpret_cast<std::intptr_t>(BIO_get_data(bio)));
     const ssize_t n = recv(fd, data, static_cast<std::size_t>(length), 0);
     BIO_clear_retry_flags(bio);
@@ -67,7 +71,7 @@ int tunnel_bio_read(BIO* bio, char* data, int length) {
     return static_cast<int>(n);
 }
 
-long tunnel_bio_ctrl(BIO*, int command, long, void*) {
+long bio_ctrl(BIO*, int command, long, void*) {
     switch (command) {
         case BIO_CTRL_FLUSH: return 1;
         case BIO_C_GET_FD: return -1;
@@ -75,14 +79,16 @@ long tunnel_bio_ctrl(BIO*, int command, long, void*) {
     }
 }
 
-BIO* new_tunnel_bio(int fd) {
+}  // namespace
+
+BIO* new_socket_bio(int fd) {
     // Built once; a BIO_METHOD is immutable and shared by all threads.
     static BIO_METHOD* const method = [] {
         BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "wsgate tunnel socket");
         if (m) {
-            BIO_meth_set_write(m, tunnel_bio_write);
-            BIO_meth_set_read(m, tunnel_bio_read);
-            BIO_meth_set_ctrl(m, tunnel_bio_ctrl);
+            BIO_meth_set_write(m, bio_write);
+            BIO_meth_set_read(m, bio_read);
+            BIO_meth_set_ctrl(m, bio_ctrl);
         }
         return m;
     }();
@@ -94,7 +100,56 @@ BIO* new_tunnel_bio(int fd) {
     return bio;
 }
 
-}  // namespace
+bool take_over(SSL* ssl, int fd) {
+    BIO* bio = new_socket_bio(fd);
+    if (!bio) return false;
+    SSL_set_bio(ssl, bio, bio);
+    SSL_set_read_ahead(ssl, 1);
+    SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    return true;
+}
+
+ssize_t write(SSL* ssl, const void* data, std::size_t length, bool& wants_read) {
+    ERR_clear_error();
+    const int written = SSL_write(ssl, data, static_cast<int>(std::min<std::size_t>(length, INT32_MAX)));
+    wants_read = false;
+    if (written > 0) return written;
+    switch (SSL_get_error(ssl, written)) {
+        case SSL_ERROR_WANT_WRITE: return 0;
+        case SSL_ERROR_WANT_READ: wants_read = true; return 0;
+        default: return -1;
+    }
+}
+
+short read(SSL* ssl, std::uint8_t* data, std::size_t room, std::size_t& got, bool& wants_write) {
+    got = 0;
+    wants_write = false;
+    ERR_clear_error();
+    while (got < room) {
+        errno = 0;
+        const int n = SSL_read(ssl, data + got, static_cast<int>(std::min<std::size_t>(room - got, INT32_MAX)));
+        if (n > 0) {
+            got += static_cast<std::size_t>(n);
+            continue;
+        }
+        switch (SSL_get_error(ssl, n)) {
+            case SSL_ERROR_WANT_READ: return 0;
+            case SSL_ERROR_WANT_WRITE: wants_write = true; return 0;
+            case SSL_ERROR_ZERO_RETURN: return BEV_EVENT_EOF;
+            case SSL_ERROR_SYSCALL:
+                // OpenSSL 3 reports a TCP close without close_notify as an
+                // SSL error (unexpected EOF) rather than SYSCALL with errno 0.
+                return errno == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR;
+            case SSL_ERROR_SSL:
+                return ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING ? BEV_EVENT_EOF
+                                                                                             : BEV_EVENT_ERROR;
+            default: return BEV_EVENT_ERROR;
+        }
+    }
+    return 0;
+}
+
+}  // namespace raw_tls
 
 void Session::on_client_io(evutil_socket_t, short what, void* self) {
     static_cast<Session*>(self)->raw_io(Side::Client, what);
@@ -121,17 +176,15 @@ void Session::switch_to_raw() {
         // The bufferevent frees its SSL and closes the socket its BIO names:
         // the session is kept with a reference of ours, and gets a BIO that
         // names no socket.
-        BIO* bio = new_tunnel_bio(peer.fd);
-        if (bio) {
-            peer.ssl = bufferevent_openssl_get_ssl(peer.bev);
-            SSL_up_ref(peer.ssl);
-            SSL_set_bio(peer.ssl, bio, bio);
-        } else {
+        SSL* ssl = bufferevent_openssl_get_ssl(peer.bev);
+        if (!raw_tls::take_over(ssl, peer.fd)) {
             record_.reason = "out of memory";
             record_.close_by = "proxy";
             finish();
             return;
         }
+        SSL_up_ref(ssl);
+        peer.ssl = ssl;
     }
     // Copied, not moved: a socket bufferevent keeps the front of its
     // output and the end of its input frozen, which refuses moves.
@@ -149,12 +202,6 @@ void Session::switch_to_raw() {
     if (peer.plain) bufferevent_setfd(peer.bev, -1);
     bufferevent_free(peer.bev);
     peer.bev = nullptr;
-    if (peer.ssl) {
-        SSL_set_read_ahead(peer.ssl, 1);
-        // SSL_write() is retried with the front of <pending>, which may
-        // have moved and grown since the try that would have blocked.
-        SSL_set_mode(peer.ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    }
     peer.io = event_new(worker_.base(), peer.fd, EV_PERSIST, &Session::on_client_io, this);
     if (!peer.io) {
         raw_release(peer);
@@ -220,55 +267,6 @@ void Session::raw_io(Side side, short what) {
     if (read_now) raw_read(side);
 }
 
-// Hands <length> bytes (> 0) to <peer>'s TLS session. Returns how many it
-// took, 0 when the socket is full (or the session needs to read first:
-// <tls_write_wants_read>), or -1 when the connection failed. A refused
-// SSL_write() is retried with the same bytes at the front, as OpenSSL
-// requires.
-ssize_t Session::tls_write(Endpoint& peer, const void* data, std::size_t length) {
-    ERR_clear_error();
-    const int written = SSL_write(peer.ssl, data, static_cast<int>(std::min<std::size_t>(length, INT32_MAX)));
-    peer.tls_write_wants_read = false;
-    if (written > 0) return written;
-    switch (SSL_get_error(peer.ssl, written)) {
-        case SSL_ERROR_WANT_WRITE: return 0;
-        case SSL_ERROR_WANT_READ: peer.tls_write_wants_read = true; return 0;
-        default: return -1;
-    }
-}
-
-// Reads <peer>'s TLS session into <data> until SSL_read() wants the socket
-// again or <room> bytes are in; <got> says how many. Returns 0, or
-// BEV_EVENT_EOF (close_notify, or TCP closed without it: a dirty shutdown
-// still ends the stream) or BEV_EVENT_ERROR.
-short Session::tls_read(Endpoint& peer, std::uint8_t* data, std::size_t room, std::size_t& got) {
-    got = 0;
-    peer.tls_read_wants_write = false;
-    ERR_clear_error();
-    while (got < room) {
-        errno = 0;
-        const int n = SSL_read(peer.ssl, data + got, static_cast<int>(std::min<std::size_t>(room - got, INT32_MAX)));
-        if (n > 0) {
-            got += static_cast<std::size_t>(n);
-            continue;
-        }
-        switch (SSL_get_error(peer.ssl, n)) {
-            case SSL_ERROR_WANT_READ: return 0;
-            case SSL_ERROR_WANT_WRITE: peer.tls_read_wants_write = true; return 0;
-            case SSL_ERROR_ZERO_RETURN: return BEV_EVENT_EOF;
-            case SSL_ERROR_SYSCALL:
-                // OpenSSL 3 reports a TCP close without close_notify as an
-                // SSL error (unexpected EOF) rather than SYSCALL with errno 0.
-                return errno == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR;
-            case SSL_ERROR_SSL:
-                return ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING ? BEV_EVENT_EOF
-                                                                                             : BEV_EVENT_ERROR;
-            default: return BEV_EVENT_ERROR;
-        }
-    }
-    return 0;
-}
-
 // Writes what is pending for <side>. Returns false when the session may
 // have ended or <side> was released (the caller must not touch either).
 bool Session::raw_write_pending(Side side) {
@@ -278,7 +276,8 @@ bool Session::raw_write_pending(Side side) {
         for (std::size_t left = evbuffer_get_length(peer.pending); left > 0;
              left = evbuffer_get_length(peer.pending)) {
             const std::size_t chunk = std::min(left, kMaxRawRead);
-            const ssize_t written = tls_write(peer, evbuffer_pullup(peer.pending, static_cast<ev_ssize_t>(chunk)), chunk);
+            const ssize_t written = raw_tls::write(peer.ssl, evbuffer_pullup(peer.pending, static_cast<ev_ssize_t>(chunk)),
+                                                   chunk, peer.tls_write_wants_read);
             if (written < 0) {
                 tunnel_peer_closed(side, BEV_EVENT_ERROR);
                 return false;
@@ -321,7 +320,8 @@ void Session::raw_send(Side to, const std::uint8_t* data, std::size_t length) {
     if (peer.gone || peer.broken || length == 0) return;
     if (!peer.pending) {
         const ssize_t sent =
-            peer.ssl ? tls_write(peer, data, length) : send(peer.fd, data, length, MSG_NOSIGNAL | MSG_DONTWAIT);
+            peer.ssl ? raw_tls::write(peer.ssl, data, length, peer.tls_write_wants_read)
+                     : send(peer.fd, data, length, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (sent < 0 && (peer.ssl || !would_block(errno))) {
             peer.broken = true;
             event_active(peer.io, EV_WRITE, 0);
@@ -382,7 +382,7 @@ void Session::raw_read(Side side) {
     const bool tls_wanted_write = src.tls_read_wants_write;
     if (!src.read_done && !src.read_paused) {
         if (src.ssl) {
-            closed = tls_read(src, buffer.data() + carried, room, got);
+            closed = raw_tls::read(src.ssl, buffer.data() + carried, room, got, src.tls_read_wants_write);
         } else if (const ssize_t n = recv(src.fd, buffer.data() + carried, room, 0); n > 0) {
             got = static_cast<std::size_t>(n);
         } else if (n == 0) {
