@@ -10,6 +10,7 @@
 #include <openssl/x509.h>
 
 #include "net/tls.h"
+#include "tls_support.h"
 
 namespace {
 
@@ -21,16 +22,7 @@ struct SelfSigned {
         cert = "/tmp/wsgate-test-" + std::to_string(getpid()) + "-" + name + ".crt";
         key = "/tmp/wsgate-test-" + std::to_string(getpid()) + "-" + name + ".key";
         EVP_PKEY* pkey = EVP_EC_gen("P-256");
-        X509* x = X509_new();
-        ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-        X509_gmtime_adj(X509_getm_notBefore(x), 0);
-        X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-        X509_set_pubkey(x, pkey);
-        X509_NAME* subject = X509_get_subject_name(x);
-        X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_ASC,
-                                   reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1, 0);
-        X509_set_issuer_name(x, subject);
-        X509_sign(x, pkey, EVP_sha256());
+        X509* x = tls_test::self_signed_certificate(pkey, common_name);
         FILE* f = std::fopen(cert.c_str(), "w");
         PEM_write_X509(f, x);
         std::fclose(f);
