@@ -104,10 +104,16 @@ def main():
     env["WSGATE_BUILD"] = os.path.abspath(os.path.join(ROOT, env.get("WSGATE_BUILD", "build")))
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     passed = failed = 0
+    took = []
     for path in files:
+        start = time.monotonic()
         p, f = run_file(path, env)
+        took.append((time.monotonic() - start, os.path.basename(path)))
         passed += p
         failed += f
+    # The slowest files first: where the CI budget goes.
+    print("integration timings: " + ", ".join(f"{name} {secs:.0f}s" for secs, name in
+                                              sorted(took, reverse=True)), flush=True)
     if not files:
         print(f"no test file matches {pattern!r}", flush=True)
     print(f"integration: {passed} passed, {failed} failed", flush=True)
