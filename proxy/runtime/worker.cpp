@@ -16,6 +16,7 @@
 
 #include "runtime/forward.h"
 #include "runtime/session.h"
+#include "runtime/upgrade.h"
 
 namespace runtime {
 
@@ -31,6 +32,11 @@ constexpr std::size_t kMaxIdlePerBackend = 32;
 // TLS connections over server.max_connections that a worker answers at once
 // with a 503 inside TLS (a handshake costs CPU; beyond this they are closed).
 constexpr std::size_t kMaxTlsRefusals = 64;
+// After a binary upgrade: the last 1001 goes out at drain_timeout; this much
+// more lets its close handshake complete before the rest is cut.
+constexpr std::int64_t kHandoffGraceMs = 1000;
+// Connections taken from a dropped listener's accept queue at hand-off.
+constexpr int kMaxOrphanAccepts = 4096;
 
 
 // Answers a refused connection without creating a session: one non-blocking
@@ -98,6 +104,12 @@ bool Worker::bind_listeners(std::string& error) {
 }
 
 bool Worker::bind_one(const config::SocketAddress& address, std::string& error) {
+    // After a binary upgrade this worker's socket comes from the old
+    // process: adopting it keeps its accept queue and the port never closes.
+    int inherited = shared_.inherited
+                        ? shared_.inherited->take(upgrade::kListen, address.text, index_, address.storage)
+                        : -1;
+    if (inherited >= 0) return adopt_listener(address, inherited, error);
     int fd = socket(address.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         error = address.text + ": socket: " + std::strerror(errno);
@@ -117,6 +129,11 @@ bool Worker::bind_one(const config::SocketAddress& address, std::string& error) 
         close(fd);
         return false;
     }
+    return adopt_listener(address, fd, error);
+}
+
+bool Worker::adopt_listener(const config::SocketAddress& address, int fd, std::string& error) {
+    std::lock_guard lock(listeners_mutex_);
     listeners_.push_back(BoundListener{address.text, nullptr});
     evconnlistener* l = evconnlistener_new(base_, &Worker::on_accept, this, LEV_OPT_CLOSE_ON_FREE, -1, fd);
     if (!l) {
@@ -128,6 +145,13 @@ bool Worker::bind_one(const config::SocketAddress& address, std::string& error) 
     evconnlistener_set_error_cb(l, &Worker::on_accept_error);
     listeners_.back().listener = l;
     return true;
+}
+
+std::vector<std::pair<std::string, int>> Worker::listener_fds() const {
+    std::lock_guard lock(listeners_mutex_);
+    std::vector<std::pair<std::string, int>> out;
+    for (const BoundListener& l : listeners_) out.emplace_back(l.address, evconnlistener_get_fd(l.listener));
+    return out;
 }
 
 void Worker::start() {
@@ -152,12 +176,24 @@ void Worker::notify_shutdown() {
     (void)n;
 }
 
+void Worker::notify_handoff(std::vector<int> orphans) {
+    {
+        std::lock_guard lock(listeners_mutex_);
+        handoff_orphans_ = std::move(orphans);
+    }
+    handoff_pending_.store(true);
+    std::uint64_t one = 1;
+    ssize_t n = write(notify_fd_, &one, sizeof one);
+    (void)n;
+}
+
 void Worker::on_notify(evutil_socket_t fd, short, void* self) {
     auto* w = static_cast<Worker*>(self);
     std::uint64_t value = 0;
     ssize_t n = read(fd, &value, sizeof value);
     (void)n;
     if (w->generation_pending_.exchange(false)) w->adopt_generation();
+    if (w->handoff_pending_.exchange(false)) w->begin_handoff();
     if (w->shutdown_pending_.exchange(false)) w->begin_shutdown();
 }
 
@@ -179,6 +215,7 @@ void Worker::reconcile_listeners() {
             ++it;
         } else {
             log().log(obs::Level::Info, "worker {}: closing listener {}", index_, it->address);
+            std::lock_guard lock(listeners_mutex_);
             evconnlistener_free(it->listener);
             it = listeners_.erase(it);
         }
@@ -392,12 +429,15 @@ void Worker::write_access(const obs::AccessRecord& record, const config::Config&
 }
 
 void Worker::close_listeners() {
+    std::lock_guard lock(listeners_mutex_);
     for (BoundListener& l : listeners_) evconnlistener_free(l.listener);
     listeners_.clear();
 }
 
 void Worker::begin_shutdown() {
-    if (shutting_down_) return;
+    // A stop signal during an upgrade's drain closes the rest at once.
+    if (shutting_down_ && !handing_off_) return;
+    handing_off_ = false;
     shutting_down_ = true;
     close_listeners();
     upstreams_.clear();
@@ -409,6 +449,45 @@ void Worker::begin_shutdown() {
     }
     std::int64_t drain = generation_->config().server.drain_timeout.count();
     timeval tv{static_cast<time_t>(drain / 1000), static_cast<suseconds_t>((drain % 1000) * 1000)};
+    evtimer_add(drain_deadline_, &tv);
+    maybe_exit();
+}
+
+void Worker::begin_handoff() {
+    if (shutting_down_) return;
+    std::vector<int> orphans;
+    {
+        std::lock_guard lock(listeners_mutex_);
+        orphans = handoff_orphans_;
+    }
+    // The new process closed these (its configuration dropped their
+    // address): what waits in their queues is served here, not reset.
+    for (const BoundListener& bound : listeners_) {
+        const int listen_fd = evconnlistener_get_fd(bound.listener);
+        if (std::find(orphans.begin(), orphans.end(), listen_fd) == orphans.end()) continue;
+        for (int i = 0; i < kMaxOrphanAccepts; ++i) {
+            sockaddr_storage address{};
+            socklen_t length = sizeof address;
+            int fd = accept4(listen_fd, reinterpret_cast<sockaddr*>(&address), &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd < 0) break;
+            accept_connection(bound, fd, reinterpret_cast<sockaddr*>(&address), static_cast<int>(length));
+        }
+    }
+    shutting_down_ = true;
+    handing_off_ = true;
+    close_listeners();
+    upstreams_.clear();
+    evtimer_del(accept_resume_);
+    const std::int64_t window = std::max<std::int64_t>(generation_->config().server.drain_timeout.count(), 0);
+    std::uniform_int_distribution<std::int64_t> spread(0, window);
+    const std::int64_t now = now_ms();
+    for (Session* s = sessions_; s;) {
+        Session* next = s->next;
+        s->hand_off(now + spread(rng_));
+        s = next;
+    }
+    const std::int64_t deadline = window + kHandoffGraceMs;
+    timeval tv{static_cast<time_t>(deadline / 1000), static_cast<suseconds_t>((deadline % 1000) * 1000)};
     evtimer_add(drain_deadline_, &tv);
     maybe_exit();
 }
