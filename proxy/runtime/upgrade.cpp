@@ -326,6 +326,7 @@ bool Upgrader::start(const std::string& executable, const std::vector<std::strin
     std::vector<int> keep{fds[1]};
     for (const InheritedSocket& s : sockets) keep.push_back(s.fd);
 
+    const int max_fd = static_cast<int>(std::min<long>(sysconf(_SC_OPEN_MAX), 1 << 20));
     pid_t pid = fork();
     if (pid < 0) {
         error = std::string("fork: ") + std::strerror(errno);
@@ -334,8 +335,18 @@ bool Upgrader::start(const std::string& executable, const std::vector<std::strin
         return false;
     }
     if (pid == 0) {
-        // The child: only this process's copies of the descriptors lose
-        // close-on-exec (descriptor flags are per process).
+        // The child holds a copy of every descriptor of the old process,
+        // client and back-end connections too (libevent accepts without
+        // SOCK_CLOEXEC): none may survive exec, or a connection the old
+        // process closes would stay open in the new one. Then only this
+        // process's copies of the passed sockets lose close-on-exec
+        // (descriptor flags are per process).
+        if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
+            for (int fd = 3; fd < max_fd; ++fd) {
+                int flags = fcntl(fd, F_GETFD);
+                if (flags >= 0 && !(flags & FD_CLOEXEC)) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+            }
+        }
         for (int fd : keep) {
             int flags = fcntl(fd, F_GETFD);
             if (flags >= 0) fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC);
