@@ -30,10 +30,11 @@ constexpr std::size_t kMaxReadyLine = 64 * 1024;
 constexpr int kExitWaitSteps = 100;
 constexpr useconds_t kExitWaitStepMicros = 10000;
 
-// A non-negative decimal without sign or leading '+' (leading zeros allowed).
+// A non-negative decimal in canonical form: no sign, no leading zero (so
+// that every text decodes to one value and encodes back to itself).
 template <typename T>
 bool parse_number(std::string_view text, T& out) {
-    if (text.empty() || text.size() > 10) return false;
+    if (text.empty() || text.size() > 10 || (text.size() > 1 && text[0] == '0')) return false;
     auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
     return ec == std::errc() && end == text.data() + text.size() && out >= 0;
 }

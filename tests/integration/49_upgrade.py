@@ -2,7 +2,9 @@
 listening sockets without refusing a connection; the old process closes its
 sessions with 1001 spread over server.drain_timeout and exits. A failed
 upgrade (broken config, crash, missing file) leaves the old one serving and
-the pid file naming it, never missing.
+the pid file naming it, never missing. Drives proxy/runtime/upgrade.cpp
+(fork/exec, ready pipe, pid file), proxy/runtime/server_upgrade.cpp (adopt,
+hand over) and the hand-off drain in worker.cpp and session.cpp.
 
 Which process served a session is told by its access log: the configuration
 the new process reads names other log files (access2.log, error2.log)."""
@@ -65,6 +67,24 @@ class BinaryCopy:
             f.write("#!/bin/sh\n" + body + "\n")
         os.chmod(tmp, 0o755)
         os.replace(tmp, self.path)
+
+
+class NotifySocket:
+    """systemd's notify socket (sd_notify(3)) stand-in: collects datagrams."""
+
+    def __init__(self, path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.setblocking(False)
+        self.messages = []
+
+    def drain(self):
+        while True:
+            try:
+                self.messages.append(self.sock.recv(4096).decode(errors="replace"))
+            except BlockingIOError:
+                return self.messages
 
 
 def read_pid(path):
@@ -331,7 +351,13 @@ def upgrade_under_load(workers):
     with ExitStack() as stack:
         binary = stack.enter_context(BinaryCopy())
         backend = stack.enter_context(Backend("echo", id="b1"))
-        gw, admin_port, pid_file = start_gateway(stack, backend, workers)
+        notify = NotifySocket(os.path.join(new_tmpdir("notify"), "notify.sock"))
+        stack.callback(notify.sock.close)
+        os.environ["NOTIFY_SOCKET"] = notify.path
+        try:
+            gw, admin_port, pid_file = start_gateway(stack, backend, workers)
+        finally:
+            os.environ.pop("NOTIFY_SOCKET")
         old_pid = gw.pid
         until = time.monotonic() + 30
         sessions = [EchoSession(gw.port, f"/old/{i}", until) for i in range(OLD_SESSIONS)]
@@ -379,6 +405,12 @@ def upgrade_under_load(workers):
         check(t_exit - t_ready <= DRAIN + 2.5, f"old process exited {t_exit - t_ready:.2f}s after the hand-over")
         check_eq(watcher.missing, 0, f"pid file reads that found no pid (of {watcher.reads})")
         check_eq(watcher.values, [old_pid, new_pid], "pids the pid file named")
+        # systemd follows the new process; the old one's exit is not a stop.
+        messages = [m.splitlines() for m in notify.drain()]
+        check_eq([m for m in messages if "READY=1" in m],
+                 [[f"MAINPID={old_pid}", "READY=1", "STATUS=serving"], [f"MAINPID={new_pid}", "READY=1", "STATUS=serving"]],
+                 "READY=1 notifications")
+        check(not any("STOPPING=1" in m for m in messages), f"STOPPING=1 sent during the upgrade: {messages}")
 
         # Who served what: old process -> access.log, new one -> access2.log.
         old_paths = set(log_paths(os.path.join(gw.tmpdir, "access.log")))

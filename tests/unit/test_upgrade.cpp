@@ -1,6 +1,7 @@
 // Binary upgrade: the pure parts (inherited-socket environment, ready line,
 // pid-file text), the pid file on disk, adopting inherited sockets, and the
-// [server] pid_file key.
+// [server] pid_file key (proxy/runtime/upgrade.cpp; the process side,
+// proxy/runtime/server_upgrade.cpp, is driven by tests/integration/49_upgrade.py).
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>
@@ -97,6 +98,8 @@ TEST_CASE("upgrade: malformed inherited-socket text is refused whole") {
     CHECK(decode_error("listen//0=5") == "entry \"listen//0=5\": bad address");
     CHECK(decode_error("listen/127.0.0.1:80/x=5") == "entry \"listen/127.0.0.1:80/x=5\": bad index");
     CHECK(decode_error("listen/127.0.0.1:80/-1=5") == "entry \"listen/127.0.0.1:80/-1=5\": bad index");
+    CHECK(decode_error("listen/127.0.0.1:80/00=5") == "entry \"listen/127.0.0.1:80/00=5\": bad index");
+    CHECK(decode_error("listen/127.0.0.1:80/0=05") == "entry \"listen/127.0.0.1:80/0=05\": bad descriptor");
     CHECK(decode_error("listen/127.0.0.1:80/0=") == "entry \"listen/127.0.0.1:80/0=\": bad descriptor");
     CHECK(decode_error("listen/127.0.0.1:80/0=+5") == "entry \"listen/127.0.0.1:80/0=+5\": bad descriptor");
     CHECK(decode_error("listen/127.0.0.1:80/0=5x") == "entry \"listen/127.0.0.1:80/0=5x\": bad descriptor");
@@ -131,7 +134,7 @@ TEST_CASE("upgrade: pid-file text") {
     CHECK(upgrade::parse_pid_file_text("4242\n") == 4242);
     CHECK(upgrade::parse_pid_file_text("4242") == 4242);
     CHECK(upgrade::parse_pid_file_text(upgrade::pid_file_text(1)) == 1);
-    for (std::string_view bad : {"", "\n", "0\n", "-5\n", "12 \n", "x\n", "12\n\n", "99999999999\n", " 12"}) {
+    for (std::string_view bad : {"", "\n", "0\n", "042\n", "-5\n", "12 \n", "x\n", "12\n\n", "99999999999\n", " 12"}) {
         CAPTURE(bad);
         CHECK_FALSE(upgrade::parse_pid_file_text(bad).has_value());
     }
