@@ -4,7 +4,8 @@ sessions with 1001 spread over server.drain_timeout and exits. A failed
 upgrade (broken config, crash, missing file) leaves the old one serving and
 the pid file naming it, never missing. Drives proxy/runtime/upgrade.cpp
 (fork/exec, ready pipe, pid file), proxy/runtime/server_upgrade.cpp (adopt,
-hand over) and the hand-off drain in worker.cpp and session.cpp.
+hand over) and the hand-off drain (proxy/runtime/worker_handoff.cpp,
+Session::hand_off).
 
 Which process served a session is told by its access log: the configuration
 the new process reads names other log files (access2.log, error2.log)."""
