@@ -47,13 +47,16 @@ void Worker::begin_handoff() {
     for (const BoundListener& bound : listeners_) {
         const int listen_fd = evconnlistener_get_fd(bound.listener);
         if (std::find(orphans.begin(), orphans.end(), listen_fd) == orphans.end()) continue;
-        for (int i = 0; i < kMaxOrphanAccepts; ++i) {
+        int accepted = 0;
+        for (; accepted < kMaxOrphanAccepts; ++accepted) {
             sockaddr_storage address{};
             socklen_t length = sizeof address;
             int fd = accept4(listen_fd, reinterpret_cast<sockaddr*>(&address), &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
             if (fd < 0) break;
             accept_connection(bound, fd, reinterpret_cast<sockaddr*>(&address), static_cast<int>(length));
         }
+        log().log(obs::Level::Info, "worker {}: listener {} dropped by the new process: {} queued connection(s) served here",
+                  index_, bound.address, accepted);
     }
     shutting_down_ = true;
     handing_off_ = true;
