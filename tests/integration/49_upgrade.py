@@ -544,6 +544,8 @@ def failed_upgrades_keep_the_old_process_serving():
         watcher.stop()
         check_eq(watcher.missing, 0, f"pid file reads that found no pid (of {watcher.reads})")
         check_eq(watcher.values, [gw.pid, new_pid], "pids the pid file named")
+        os.kill(new_pid, signal.SIGTERM)
+        check(wait_gone(new_pid, DRAIN + 3), "new process did not stop on SIGTERM")
         return f"pid file read {watcher.reads} times, never missing; 3 failed attempts, 1 refused, then upgraded"
 
 
