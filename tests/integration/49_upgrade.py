@@ -551,7 +551,7 @@ def failed_upgrades_keep_the_old_process_serving():
 
 @test(timeout=60)
 def queued_connections_are_accepted_by_someone():
-    """workers = 2, listeners A and B; the new configuration drops B. The
+    """workers = 2, listeners A and B; the new configuration drops B and adds C. The
     executable is replaced by a script that waits 0.5 s before it runs the
     real one, so the test can stop (SIGSTOP) the old process while the new
     one starts. With the old process stopped, 10 clients connect to A and
@@ -559,16 +559,19 @@ def queued_connections_are_accepted_by_someone():
     process from the shared accept queues at once; those on B wait in B's
     queue (the new process closed its copy). On SIGCONT the old process
     reads the ready line, accepts B's queue before it closes B, and serves
-    them (then 1001). No connection is refused or reset."""
+    them (then 1001). No connection is refused or reset. A listener C that
+    the new configuration adds is bound fresh and served."""
     with ExitStack() as stack:
         binary = stack.enter_context(BinaryCopy())
         backend = stack.enter_context(Backend("echo", id="b1"))
         port_b = free_port()
         port_a = free_port()
+        port_c = free_port()
         gw, admin_port, pid_file = start_gateway(stack, backend, 2, listeners=[f"{HOST}:{port_a}", f"{HOST}:{port_b}"])
         old_pid = gw.pid
         with open(gw.config_path, "w") as f:
-            f.write(config_for(gw, admin_port, pid_file, 2, "2", listeners=[f"{HOST}:{port_a}"], backends=[backend]))
+            f.write(config_for(gw, admin_port, pid_file, 2, "2", listeners=[f"{HOST}:{port_a}", f"{HOST}:{port_c}"],
+                               backends=[backend]))
         binary.replace_with_script(f"sleep 0.5\nexec {binary.real} \"$@\"")
         gw.signal(signal.SIGUSR2)
         child = wait_until(lambda: child_of(old_pid), 5, interval=0.001)
@@ -625,6 +628,10 @@ def queued_connections_are_accepted_by_someone():
         check_eq(codes, [1001] * 10, "close codes on B")
         check(wait_until(lambda: gw.proc.poll() is not None, DRAIN + 4), "old process did not exit")
         check(wait_until(lambda: not port_is_listening(port_b), 2), "B still listening after the old process exited")
+        c = RawWs.connect(port_c, "/c/0")  # the listener the new configuration added, bound fresh
+        c.send_text("c")
+        check_eq(recv_frame(c, 5).payload, b"c", "echo on the added listener C")
+        c.close()
         for ws in a_sessions:
             ws.send_text("still")
             check_eq(recv_frame(ws, 5).payload, b"still", "A sessions on the new process after the old exited")
@@ -635,6 +642,8 @@ def queued_connections_are_accepted_by_someone():
         check_eq({p for p in old_paths if p.startswith("/a/")}, set(), "A sessions served by the old process")
         os.kill(child, signal.SIGTERM)
         check(wait_gone(child, DRAIN + 3), "new process did not stop")
+        new_paths = {p for p in log_paths(os.path.join(gw.tmpdir, "access2.log")) if p.startswith(("/a/", "/c/"))}
+        check_eq(new_paths, {f"/a/{i}" for i in range(10)} | {"/c/0"}, "sessions the new process logged")
         # Informational: the old process's workers may accept B's queue as
         # they resume, or the hand-off empties it (which one wins is a race).
         emptied = sum(int(n) for n in re.findall(r"dropped by the new process: (\d+) queued", gw.error_log()))
