@@ -23,7 +23,8 @@ void print_usage(std::FILE* out) {
                  "  -t, --test         check the configuration and exit\n"
                  "  -v, --version      print the version and exit\n"
                  "  -h, --help         print this help and exit\n"
-                 "signals: SIGHUP reload, SIGTERM/SIGINT graceful stop, SIGUSR1 reopen logs\n");
+                 "signals: SIGHUP reload, SIGTERM/SIGINT graceful stop, SIGUSR1 reopen logs,\n"
+                 "         SIGUSR2 upgrade the binary (a new process takes over the listeners)\n");
 }
 
 }  // namespace
@@ -61,5 +62,6 @@ int main(int argc, char** argv) {
         return 0;
     }
     runtime::Server server(config_path, std::get<std::shared_ptr<const config::Config>>(std::move(result)));
+    server.set_command_line(argc, argv);
     return server.run();
 }

@@ -41,6 +41,7 @@ struct ServerSection {
     unsigned workers = 0;              // 0 = one per core (resolved at start)
     std::uint64_t max_connections = 100000;
     Duration drain_timeout = std::chrono::seconds(30);
+    std::string pid_file;              // "" = none; the pid of the process accepting now
 };
 
 enum class LogFormat { Json, Text };

@@ -98,6 +98,21 @@ bool AdminServer::listen(const config::SocketAddress& address, std::string& erro
     return true;
 }
 
+bool AdminServer::adopt(const config::SocketAddress& address, int fd, std::string& error) {
+    evutil_make_socket_nonblocking(fd);
+    evconnlistener* l = evconnlistener_new(base_, &AdminServer::on_accept, this,
+                                           LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+    if (!l) {
+        error = address.text + ": cannot create listener";
+        ::close(fd);
+        return false;
+    }
+    close();
+    listener_ = l;
+    address_ = address.text;
+    return true;
+}
+
 void AdminServer::on_accept(evconnlistener*, evutil_socket_t fd, sockaddr*, int, void* self) {
     auto* server = static_cast<AdminServer*>(self);
     auto* c = new Connection();

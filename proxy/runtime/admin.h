@@ -33,8 +33,12 @@ public:
 
     // Listens on <address> (replacing a previous address). False with <error>.
     bool listen(const config::SocketAddress& address, std::string& error);
+    // Listens on <fd>, an inherited socket already listening on <address>
+    // (binary upgrade). Takes <fd>; false with <error>.
+    bool adopt(const config::SocketAddress& address, int fd, std::string& error);
     void close();
     const std::string& address() const { return address_; }
+    int fd() const { return listener_ ? evconnlistener_get_fd(listener_) : -1; }
 
 private:
     struct Connection;

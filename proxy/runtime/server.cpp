@@ -31,6 +31,7 @@ Server::Server(std::string config_path, std::shared_ptr<const config::Config> co
     : config_path_(std::move(config_path)), config_(std::move(config)) {}
 
 Server::~Server() {
+    upgrader_.reset();
     admin_.reset();
     health_.reset();
     for (event* e : signal_events_) event_free(e);
@@ -75,6 +76,12 @@ int Server::run() {
     shared_.error_log = error_log_.get();
     shared_.access_sink = access_sink_.get();
     shared_.generation = std::make_shared<const Generation>(config_, generation_number_, nullptr);
+    if (!inherited_.load_from_environment(error)) {
+        error_log_->log(obs::Level::Error, "binary upgrade: {}", error);
+        error_sink_->close();
+        return 1;
+    }
+    shared_.inherited = &inherited_;
 
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
@@ -90,9 +97,15 @@ int Server::run() {
         }
         workers_.push_back(std::move(worker));
     }
+    if (!adopt_inherited_listeners(error)) {
+        error_log_->log(obs::Level::Error, "cannot listen on {}", error);
+        error_sink_->close();
+        return 1;
+    }
+    shared_.inherited = nullptr;
 
     base_ = event_base_new();
-    for (int signal_number : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) {
+    for (int signal_number : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2}) {
         event* e = evsignal_new(base_, signal_number, &Server::on_signal, this);
         event_add(e, nullptr);
         signal_events_.push_back(e);
@@ -109,8 +122,12 @@ int Server::run() {
     admin_ = std::make_unique<AdminServer>(base_, *error_log_, [this](std::string_view method, std::string_view path) {
         return handle_admin(method, path);
     });
-    if (config_->admin.listen && !admin_->listen(*config_->admin.listen, error)) {
+    if (config_->admin.listen && !listen_admin_at_start(error)) {
         error_log_->log(obs::Level::Error, "cannot listen on admin address {}", error);
+        error_sink_->close();
+        return 1;
+    }
+    if (!write_pid_file_at_start()) {
         error_sink_->close();
         return 1;
     }
@@ -120,14 +137,16 @@ int Server::run() {
     for (const config::Listener& l : config_->listeners) listening += (listening.empty() ? "" : ", ") + l.listen.text;
     error_log_->log(obs::Level::Info, "ready: {} worker(s) listening on {} (config {}, generation {})", count,
                     listening, config_path_, generation_number_);
-    sd_notify("READY=1\nSTATUS=serving");
+    announce_ready();
 
     event_base_dispatch(base_);
+    upgrader_.reset();
     admin_.reset();
     health_.reset();
 
     if (joiner_.joinable()) joiner_.join();
     workers_.clear();
+    if (!pid_file_.empty()) upgrade::remove_pid_file_if_ours(pid_file_, getpid());
     error_log_->log(obs::Level::Info, "stopped");
     access_sink_->close();
     error_sink_->close();
@@ -152,6 +171,7 @@ void Server::on_signal(evutil_socket_t signal_number, short, void* self) {
     auto* server = static_cast<Server*>(self);
     switch (signal_number) {
         case SIGHUP: server->reload(); break;
+        case SIGUSR2: server->start_upgrade(); break;
         case SIGUSR1:
             server->error_log_->log(obs::Level::Info, "reopening logs");
             server->access_sink_->reopen();
@@ -172,10 +192,18 @@ void Server::on_signal(evutil_socket_t signal_number, short, void* self) {
 
 void Server::begin_shutdown() {
     stopping_ = true;
-    sd_notify("STOPPING=1");
+    if (upgrader_) upgrader_->abandon();
+    // After a hand-over the service lives on in the new process.
+    if (!handed_over_) sd_notify("STOPPING=1");
     error_log_->log(obs::Level::Info, "shutting down: closing sessions with 1001, drain timeout {} ms",
                     config_->server.drain_timeout.count());
     for (auto& worker : workers_) worker->notify_shutdown();
+    join_workers_async();
+}
+
+// Once every worker has finished, the main loop ends (on_workers_done).
+void Server::join_workers_async() {
+    if (joiner_.joinable()) return;  // a stop signal during an upgrade's drain
     joiner_ = std::thread([this] {
         for (auto& worker : workers_) worker->join();
         std::uint64_t one = 1;
@@ -189,7 +217,7 @@ void Server::on_workers_done(evutil_socket_t, short, void* self) {
 }
 
 void Server::reload() {
-    if (stopping_) return;
+    if (stopping_ || handed_over_) return;
     sd_notify_reloading();
     config::LoadResult result = config::load_file(config_path_);
     if (auto* errors = std::get_if<std::vector<config::Error>>(&result)) {

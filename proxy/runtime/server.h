@@ -13,6 +13,7 @@
 #include "observability/log_sink.h"
 #include "runtime/admin.h"
 #include "runtime/health.h"
+#include "runtime/upgrade.h"
 #include "runtime/worker.h"
 
 namespace runtime {
@@ -28,12 +29,25 @@ public:
     // stop completes. Returns the process exit code.
     int run();
 
+    // The executable's path (resolved now) and the arguments, for a binary
+    // upgrade (SIGUSR2) to start the new copy with. Call before run().
+    void set_command_line(int argc, char** argv);
+
 private:
     static void on_signal(evutil_socket_t signal, short, void* self);
     static void on_workers_done(evutil_socket_t fd, short, void* self);
     static void on_trim_tick(evutil_socket_t, short, void* self);
 
     void reload();
+    // Binary upgrade (server_upgrade.cpp).
+    bool adopt_inherited_listeners(std::string& error);
+    bool listen_admin_at_start(std::string& error);
+    bool write_pid_file_at_start();
+    void announce_ready();
+    void start_upgrade();
+    void hand_over(const upgrade::Ready& ready);
+    void upgrade_failed();
+    void join_workers_async();
     void begin_shutdown();
     void raise_fd_limit();
     void configure_admin();
@@ -62,6 +76,14 @@ private:
     std::uint64_t reloads_failed_ = 0;
     std::uint64_t health_transitions_ = 0;
     bool stopping_ = false;
+
+    std::string executable_;               // resolved at start: the path, not the inode
+    std::vector<std::string> argv_;
+    upgrade::Inherited inherited_;         // this process was started by an upgrade
+    std::unique_ptr<upgrade::Upgrader> upgrader_;
+    std::vector<upgrade::InheritedSocket> passed_;  // what the running upgrade attempt passed on
+    bool handed_over_ = false;             // a new process took the listeners; draining
+    std::string pid_file_;                 // written at start ("" = none)
 };
 
 }  // namespace runtime

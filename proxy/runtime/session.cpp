@@ -1423,6 +1423,12 @@ void Session::on_tunnel_timer() {
         begin_closing("idle timeout", "proxy", ws::close_code::going_away);
         return;
     }
+    if (now >= drain_at_ms_ && drain_code_ == ws::close_code::going_away) {
+        send_close(Side::Client, ws::close_code::going_away, "upgrade");
+        send_close(Side::Backend, ws::close_code::going_away, "upgrade");
+        begin_closing("upgrade", "proxy", ws::close_code::going_away);
+        return;
+    }
     if (now >= drain_at_ms_) {
         send_close(Side::Client, ws::close_code::service_restart, "service restart");
         send_close(Side::Backend, ws::close_code::service_restart, "service restart");
@@ -1487,6 +1493,15 @@ const std::string* Session::backend_id() const {
 void Session::schedule_drain(std::int64_t at_ms) {
     drain_at_ms_ = std::min(drain_at_ms_, at_ms);
     if (state_ == SessionState::Open) arm_timer(next_tunnel_deadline() - worker_.now_ms());
+}
+
+void Session::hand_off(std::int64_t at_ms) {
+    if (state_ == SessionState::ProxyingHttp || (state_ == SessionState::ReadingRequest && keepalive_wait_)) {
+        shut_down();
+        return;
+    }
+    drain_code_ = ws::close_code::going_away;
+    schedule_drain(at_ms);
 }
 
 void Session::terminate() {

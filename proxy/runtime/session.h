@@ -74,6 +74,11 @@ public:
     // A reload removed this session's back end: close the tunnel with 1012
     // "service restart" at <at_ms> (worker clock).
     void schedule_drain(std::int64_t at_ms);
+    // A binary upgrade handed the listeners to a new process: a tunnel (or
+    // a handshake in flight, once it is one) gets close 1001 "upgrade" at
+    // <at_ms>; a plain HTTP exchange completes and its connection closes;
+    // an idle keep-alive connection closes now. May free the session.
+    void hand_off(std::int64_t at_ms);
 
     SessionState state() const { return state_; }
     Session* next = nullptr;  // the worker's intrusive list
@@ -275,6 +280,7 @@ private:
     std::int64_t started_ms_ = 0;
     std::int64_t last_activity_ms_ = 0;  // last frame either way, ours excluded
     std::int64_t drain_at_ms_ = INT64_MAX;  // close with 1012 then (reload removed the back end)
+    std::uint16_t drain_code_ = ws::close_code::service_restart;  // 1001 after hand_off()
     obs::AccessRecord record_;
 };
 

@@ -16,6 +16,7 @@
 
 #include "runtime/forward.h"
 #include "runtime/session.h"
+#include "runtime/upgrade.h"
 
 namespace runtime {
 
@@ -98,6 +99,12 @@ bool Worker::bind_listeners(std::string& error) {
 }
 
 bool Worker::bind_one(const config::SocketAddress& address, std::string& error) {
+    // After a binary upgrade this worker's socket comes from the old
+    // process: adopting it keeps its accept queue and the port never closes.
+    int inherited = shared_.inherited
+                        ? shared_.inherited->take(upgrade::kListen, address.text, index_, address.storage)
+                        : -1;
+    if (inherited >= 0) return adopt_listener(address, inherited, error);
     int fd = socket(address.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         error = address.text + ": socket: " + std::strerror(errno);
@@ -117,6 +124,11 @@ bool Worker::bind_one(const config::SocketAddress& address, std::string& error) 
         close(fd);
         return false;
     }
+    return adopt_listener(address, fd, error);
+}
+
+bool Worker::adopt_listener(const config::SocketAddress& address, int fd, std::string& error) {
+    std::lock_guard lock(listeners_mutex_);
     listeners_.push_back(BoundListener{address.text, nullptr});
     evconnlistener* l = evconnlistener_new(base_, &Worker::on_accept, this, LEV_OPT_CLOSE_ON_FREE, -1, fd);
     if (!l) {
@@ -128,6 +140,13 @@ bool Worker::bind_one(const config::SocketAddress& address, std::string& error) 
     evconnlistener_set_error_cb(l, &Worker::on_accept_error);
     listeners_.back().listener = l;
     return true;
+}
+
+std::vector<std::pair<std::string, int>> Worker::listener_fds() const {
+    std::lock_guard lock(listeners_mutex_);
+    std::vector<std::pair<std::string, int>> out;
+    for (const BoundListener& l : listeners_) out.emplace_back(l.address, evconnlistener_get_fd(l.listener));
+    return out;
 }
 
 void Worker::start() {
@@ -158,6 +177,7 @@ void Worker::on_notify(evutil_socket_t fd, short, void* self) {
     ssize_t n = read(fd, &value, sizeof value);
     (void)n;
     if (w->generation_pending_.exchange(false)) w->adopt_generation();
+    if (w->handoff_pending_.exchange(false)) w->begin_handoff();
     if (w->shutdown_pending_.exchange(false)) w->begin_shutdown();
 }
 
@@ -179,6 +199,7 @@ void Worker::reconcile_listeners() {
             ++it;
         } else {
             log().log(obs::Level::Info, "worker {}: closing listener {}", index_, it->address);
+            std::lock_guard lock(listeners_mutex_);
             evconnlistener_free(it->listener);
             it = listeners_.erase(it);
         }
@@ -392,12 +413,15 @@ void Worker::write_access(const obs::AccessRecord& record, const config::Config&
 }
 
 void Worker::close_listeners() {
+    std::lock_guard lock(listeners_mutex_);
     for (BoundListener& l : listeners_) evconnlistener_free(l.listener);
     listeners_.clear();
 }
 
 void Worker::begin_shutdown() {
-    if (shutting_down_) return;
+    // A stop signal during an upgrade's drain closes the rest at once.
+    if (shutting_down_ && !handing_off_) return;
+    handing_off_ = false;
     shutting_down_ = true;
     close_listeners();
     upstreams_.clear();

@@ -24,6 +24,10 @@
 #include "runtime/generation.h"
 #include "runtime/upstream_pool.h"
 
+namespace upgrade {
+class Inherited;
+}
+
 namespace runtime {
 
 class Session;
@@ -57,6 +61,10 @@ struct Shared {
     std::mutex generation_mutex;
     std::shared_ptr<const Generation> generation;
 
+    // Set while the workers bind at start when this process was started by
+    // a binary upgrade: the listening sockets the old process passed on.
+    upgrade::Inherited* inherited = nullptr;
+
     std::shared_ptr<const Generation> current_generation() {
         std::lock_guard lock(generation_mutex);
         return generation;
@@ -73,6 +81,12 @@ public:
     // Binds the listeners of the current generation (SO_REUSEPORT), in the
     // calling thread, so that bind errors surface before the workers start.
     bool bind_listeners(std::string& error);
+    // Listens on <fd>, an already listening socket bound to <address>
+    // (inherited from the process this one upgraded). Before start().
+    bool adopt_listener(const config::SocketAddress& address, int fd, std::string& error);
+    // (config address, descriptor) of every listening socket, for a binary
+    // upgrade to pass on. Any thread.
+    std::vector<std::pair<std::string, int>> listener_fds() const;
     void start();   // runs the loop in a new thread
     void join();
 
@@ -80,6 +94,11 @@ public:
     // generation, or to stop accepting and close every session gracefully.
     void notify_generation();
     void notify_shutdown();
+    // A binary upgrade succeeded: stop accepting (the new process accepts
+    // from the same sockets), first emptying the accept queues of the
+    // listening sockets in <orphans> (the new process dropped them), then
+    // close every session with 1001 spread over the drain window.
+    void notify_handoff(std::vector<int> orphans);
 
     // For sessions.
     event_base* base() const { return base_; }
@@ -136,6 +155,7 @@ private:
     void reconcile_listeners();
     void drain_removed_backends();
     void begin_shutdown();
+    void begin_handoff();
     void close_listeners();
     void maybe_exit();
 
@@ -153,7 +173,11 @@ private:
     event* accept_resume_ = nullptr;  // re-enables listeners after EMFILE
     std::atomic<bool> generation_pending_{false};
     std::atomic<bool> shutdown_pending_{false};
+    std::atomic<bool> handoff_pending_{false};
     bool shutting_down_ = false;
+    bool handing_off_ = false;       // shutting down after a binary upgrade: sessions drain spread
+    mutable std::mutex listeners_mutex_;  // listeners_ changes vs listener_fds() on the main thread
+    std::vector<int> handoff_orphans_;    // guarded by listeners_mutex_
     Session* sessions_ = nullptr;     // intrusive list head
     std::size_t session_count_ = 0;
     // A descriptor held in reserve: when accept() fails with EMFILE it is

@@ -265,7 +265,7 @@ TEST_CASE("config: unknown keys at every level") {
           "t.toml:7:2: servr: unknown key (expected server, log, admin, listener, timeouts, heartbeat, limits, "
           "route or pool)");
     CHECK(load_error(base("[server]\nwrkers = 2\n")) ==
-          "t.toml:8:1: server.wrkers: unknown key (expected workers, max_connections or drain_timeout)");
+          "t.toml:8:1: server.wrkers: unknown key (expected workers, max_connections, drain_timeout or pid_file)");
     CHECK(load_error(base("[log]\nacces = \"-\"\n")) ==
           "t.toml:8:1: log.acces: unknown key (expected access, format, error or level)");
     CHECK(load_error(base("[admin]\nlisten = \"127.0.0.1:9090\"\nport = 1\n")) ==
@@ -461,7 +461,7 @@ bogus = 1
         "t.toml:8:10: pool[0].backend[0].weight: must be a positive integer, got 0",
         "t.toml:10:8: route[0].pool: unknown pool \"nowhere\"",
         "t.toml:12:11: server.workers: expected an integer, got a string",
-        "t.toml:13:1: server.bogus: unknown key (expected workers, max_connections or drain_timeout)",
+        "t.toml:13:1: server.bogus: unknown key (expected workers, max_connections, drain_timeout or pid_file)",
     };
     CHECK(errors == expected);
 }
