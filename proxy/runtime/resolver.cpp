@@ -3,7 +3,9 @@
 #include <arpa/inet.h>
 #include <arpa/nameser.h>
 
+#include <algorithm>
 #include <chrono>
+#include <limits>
 #include <vector>
 
 #include <fmt/format.h>
@@ -92,7 +94,7 @@ bool Resolver::open_channel(const config::ResolverSection& settings, std::string
     ares_options options{};
     options.sock_state_cb = &Resolver::on_socket_state;
     options.sock_state_cb_data = this;
-    options.timeout = static_cast<int>(settings.timeout.count());
+    options.timeout = static_cast<int>(std::min<std::int64_t>(settings.timeout.count(), std::numeric_limits<int>::max()));
     options.tries = 1;  // each server once per resolution: the next interval retries, and hold covers the gap
     const int rc = ares_init_options(&channel_, &options, ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES);
     if (rc != ARES_SUCCESS) {
