@@ -2,6 +2,10 @@
 real dnsmasq, re-resolved while wsgate runs. Back ends listen on 127.0.0.2,
 127.0.0.3 ... (all of 127/8 is loopback); dnsmasq answers with TTL 0 and
 wsgate re-resolves every 200 ms. Each test prints how many of its keys moved.
+
+Drives proxy/runtime/resolver.cpp (c-ares on the main loop) and
+Server::membership_changed() in proxy/runtime/server.cpp; the pure rules
+(proxy/config/discovery.cpp) have unit tests in tests/unit/test_discovery.cpp.
 """
 
 import time

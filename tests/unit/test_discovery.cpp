@@ -1,5 +1,6 @@
-// Dynamic pools, the pure part (config/discovery.h), and the [resolver] and
-// DNS [[pool.backend]] keys of the configuration.
+// Dynamic pools, the pure part (proxy/config/discovery.cpp), and the
+// [resolver] and DNS [[pool.backend]] keys of the configuration. The c-ares
+// side (proxy/runtime/resolver.cpp) is driven by tests/integration/43_discovery.py.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include "balance/chash.h"
 #include "config/config.h"
 #include "config/discovery.h"
+#include "runtime/generation.h"
 
 namespace {
 
@@ -350,4 +352,28 @@ TEST_CASE("config: errors of [resolver] and DNS back ends") {
           });
     CHECK(load_errors(with("[[pool.backend]]\naddress = \"chat:1\"\nresolver = 1\n")) ==
           std::vector<std::string>{"d.toml:7:1: pool[0].backend[0].resolver: unknown key (expected address, weight, id, tls or srv)"});
+}
+
+TEST_CASE("discovery: a membership change keeps the state of the members that stay") {
+    // What Server::membership_changed() publishes: the file expanded with the
+    // new members, built as a Generation beside the previous one.
+    const auto file = load_ok(with("[[pool.backend]]\naddress = \"chat.local:9000\"\n"));
+    discovery::Resolved two{{"chat.local:9000", members_of({{"10.0.0.1", 9000, 1}, {"10.0.0.2", 9000, 1}})}};
+    discovery::Resolved three{
+        {"chat.local:9000", members_of({{"10.0.0.3", 9000, 1}, {"10.0.0.2", 9000, 1}, {"10.0.0.1", 9000, 1}})}};
+    const runtime::Generation empty(discovery::expand(*file, {}), 1, nullptr);
+    CHECK(empty.pools()[0].states.empty());
+    CHECK(runtime::no_backend_status(empty.pools()[0]) == 503);
+    const runtime::Generation first(discovery::expand(*file, two), 2, &empty);
+    first.find_state("10.0.0.1:9000")->active = 7;
+    CHECK(runtime::no_backend_status(first.pools()[0]) == 502);
+    const runtime::Generation second(discovery::expand(*file, three), 3, &first);
+    CHECK(second.find_state("10.0.0.1:9000") == first.find_state("10.0.0.1:9000"));
+    CHECK(second.find_state("10.0.0.1:9000")->active == 7);
+    CHECK(second.find_state("10.0.0.2:9000") == first.find_state("10.0.0.2:9000"));
+    CHECK(second.find_state("10.0.0.3:9000") != nullptr);
+    CHECK(first.find_state("10.0.0.3:9000") == nullptr);
+    // A removed member is absent from the next generation: workers drain its sessions.
+    const runtime::Generation third(discovery::expand(*file, two), 4, &second);
+    CHECK(third.find_state("10.0.0.3:9000") == nullptr);
 }
