@@ -28,6 +28,7 @@
 
 #include "balance/sticky.h"
 #include "config/config_toml.h"
+#include "config/discovery.h"
 
 namespace config {
 
@@ -432,6 +433,9 @@ private:
     void route_auth(const Node& table, const std::string& path, Route& out);
     void health(const Node& pool, const std::string& path, HealthCheck& out);
     void routes(const Node& root, const std::vector<Pool>& pools, std::vector<Route>& out);
+    void resolver(const Node& root, ResolverSection& out);
+    bool backend_source(const Node& table, const std::string& path, const Backend& backend,
+                        std::vector<BackendSource>& out);
 
     std::string file_;
     std::vector<Error> errors_;
@@ -672,14 +676,15 @@ void Validator::pools(const Node& root, std::vector<Pool>& out) {
         std::vector<std::size_t> backend_index;
         for (const auto& [b, backend_table] : backends) {
             const std::string backend_path = join(path, indexed("backend", b));
-            check_keys(*backend_table, backend_path, {"address", "weight", "id", "tls"});
+            check_keys(*backend_table, backend_path, {"address", "weight", "id", "tls", "srv"});
             Backend backend;
             read_bool(*backend_table, backend_path, "tls", backend.tls);
-            const Node* address = read_address(*backend_table, backend_path, "address", backend.address);
-            if (backend_table->find("address") == nullptr) missing(*backend_table, join(backend_path, "address"));
             // HAProxy bounds server weights to 256 too; with 160 ring points
             // per unit of weight that keeps a ring of a few back ends small.
             read_integer(*backend_table, backend_path, "weight", 1, 256, backend.weight);
+            if (backend_source(*backend_table, backend_path, backend, pool.sources)) continue;
+            const Node* address = read_address(*backend_table, backend_path, "address", backend.address);
+            if (backend_table->find("address") == nullptr) missing(*backend_table, join(backend_path, "address"));
             const Node* id = read_string(*backend_table, backend_path, "id", backend.id);
             if (address == nullptr) continue;
             if (backend.id.empty()) backend.id = backend.address.text;
@@ -699,8 +704,10 @@ void Validator::pools(const Node& root, std::vector<Pool>& out) {
             pool.backends.push_back(std::move(backend));
         }
         require_some(*table, path, "backend", "pool.backend", backends.size());
-        pool_tls(*table, path, std::any_of(pool.backends.begin(), pool.backends.end(),
-                                           [](const Backend& b) { return b.tls; }),
+        pool_tls(*table, path,
+                 std::any_of(pool.backends.begin(), pool.backends.end(), [](const Backend& b) { return b.tls; }) ||
+                     std::any_of(pool.sources.begin(), pool.sources.end(),
+                                 [](const BackendSource& b) { return b.tls; }),
                  pool);
 
         if (errors_.size() != errors_before) {
@@ -711,6 +718,98 @@ void Validator::pools(const Node& root, std::vector<Pool>& out) {
         out.push_back(std::move(pool));
     }
     require_some(root, "", "pool", "pool", items.size());
+}
+
+// [resolver]: how DNS-discovered back ends are re-resolved.
+void Validator::resolver(const Node& root, ResolverSection& out) {
+    const Node* table = section(root, "resolver");
+    if (table == nullptr) return;
+    const std::string path = "resolver";
+    check_keys(*table, path, {"servers", "interval", "timeout", "hold"});
+    std::vector<std::string> servers;
+    if (const Node* list = read_string_list(*table, path, "servers", servers)) {
+        for (std::size_t i = 0; i < servers.size(); ++i) {
+            SocketAddress server;
+            std::string_view problem = address_problem(servers[i], server);
+            if (problem.empty() && port_of(server) == 0) problem = "the port must be a number between 1 and 65535";
+            if (!problem.empty()) {
+                fail(list->items[i].position, "resolver.servers[" + std::to_string(i) + "]",
+                     std::string(problem) + ", got " + quote(servers[i]));
+            } else {
+                out.servers.push_back(std::move(server));
+            }
+        }
+    }
+    if (const Node* interval = read_duration(*table, path, "interval", out.interval)) {
+        if (out.interval.count() < discovery::kMinIntervalMs) {
+            fail(interval->position, "resolver.interval", "must be at least \"100ms\", got " + quote(interval->string));
+        }
+    }
+    if (const Node* timeout = read_duration(*table, path, "timeout", out.timeout)) {
+        if (out.timeout.count() == 0) fail(timeout->position, "resolver.timeout", "must be greater than zero");
+    }
+    read_duration(*table, path, "hold", out.hold);
+}
+
+// A [[pool.backend]] discovered through DNS: `srv = "NAME"`, or an `address`
+// whose host is a name. Returns false for a numeric address (the caller reads
+// it); true when the table was handled here, valid or not.
+bool Validator::backend_source(const Node& table, const std::string& path, const Backend& backend,
+                               std::vector<BackendSource>& out) {
+    const Node* srv = table.find("srv");
+    const Node* address = table.find("address");
+    BackendSource source;
+    source.tls = backend.tls;
+    source.weight = backend.weight;
+    const Node* written = nullptr;
+    if (srv != nullptr) {
+        written = read_string(table, path, "srv", source.name);
+        if (written == nullptr) return true;
+        if (const std::string_view problem = discovery::name_problem(source.name); !problem.empty()) {
+            fail(srv->position, join(path, "srv"), std::string(problem) + ", got " + quote(source.name));
+            return true;
+        }
+        if (address != nullptr) {
+            fail(address->position, join(path, "address"), "cannot be combined with srv (the SRV records name the members)");
+            return true;
+        }
+        if (const Node* weight = table.find("weight")) {
+            fail(weight->position, join(path, "weight"), "cannot be combined with srv (the SRV records' weights are used)");
+            return true;
+        }
+        source.srv = true;
+    } else {
+        // A host part with a letter and no "[" is a name; anything else is
+        // read as a numeric address, with that reader's errors.
+        if (address == nullptr || address->kind != Kind::String) return false;
+        const std::string_view text = address->string;
+        const std::string_view host = text.substr(0, text.rfind(':'));
+        if (host.empty() || host.front() == '[' ||
+            std::none_of(host.begin(), host.end(), [](char c) { return (c | 0x20) >= 'a' && (c | 0x20) <= 'z'; })) {
+            return false;
+        }
+        written = address;
+        if (const std::string_view problem = discovery::named_address_problem(text, source.name, source.port);
+            !problem.empty()) {
+            fail(address->position, join(path, "address"), std::string(problem) + ", got " + quote(text));
+            return true;
+        }
+    }
+    source.text = written->string;
+    if (const Node* id = table.find("id")) {
+        fail(id->position, join(path, "id"),
+             "cannot be combined with a host name or srv (each discovered member's id is its \"IP:port\")");
+        return true;
+    }
+    for (const BackendSource& other : out) {
+        if (other.srv == source.srv && other.text == source.text) {
+            fail(written->position, join(path, srv != nullptr ? "srv" : "address"),
+                 "duplicate " + quote(source.text) + " in pool");
+            return true;
+        }
+    }
+    out.push_back(std::move(source));
+    return true;
 }
 
 void Validator::health(const Node& pool, const std::string& path, HealthCheck& out) {
@@ -969,7 +1068,8 @@ void Validator::routes(const Node& root, const std::vector<Pool>& pools, std::ve
 LoadResult Validator::run(const Node& root) {
     auto config = std::make_shared<Config>();
     config->source_path = file_;
-    check_keys(root, "", {"server", "log", "admin", "listener", "timeouts", "heartbeat", "limits", "route", "pool"});
+    check_keys(root, "",
+               {"server", "log", "admin", "listener", "timeouts", "heartbeat", "limits", "route", "pool", "resolver"});
     server(root, config->server);
     log(root, config->log);
     admin(root, config->admin);
@@ -978,6 +1078,7 @@ LoadResult Validator::run(const Node& root) {
     heartbeat(root, config->heartbeat);
     limits(root, config->limits);
     pools(root, config->pools);
+    resolver(root, config->resolver);
 
     if (config->admin.listen) {
         for (std::size_t i = 0; i < config->listeners.size(); ++i) {

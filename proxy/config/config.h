@@ -118,6 +118,27 @@ struct Backend {
     std::uint32_t weight = 1;
     std::string id;  // defaults to address.text
     bool tls = false;  // connect with TLS (the pool's [pool.tls] settings)
+    std::string source;  // discovered members: the name they came from ("" = written in the file)
+};
+
+// A [[pool.backend]] whose members come from DNS (config/discovery.h):
+// `address = "NAME:PORT"` (every A/AAAA address of NAME) or `srv = "NAME"`
+// (every SRV target:port of NAME).
+struct BackendSource {
+    bool srv = false;
+    std::string name;        // the DNS name queried, as written (no trailing dot added)
+    std::uint16_t port = 0;  // address sources; SRV records carry their own
+    std::uint32_t weight = 1;  // address sources; SRV members take the record's weight
+    bool tls = false;
+    std::string text;        // as written: "chat.local:9000" or "_ws._tcp.chat.local"
+};
+
+// [resolver]: how discovered pools are re-resolved.
+struct ResolverSection {
+    std::vector<SocketAddress> servers;  // empty = the nameservers of /etc/resolv.conf
+    Duration interval = std::chrono::seconds(5);
+    Duration timeout = std::chrono::seconds(2);
+    Duration hold = std::chrono::seconds(60);
 };
 
 enum class HealthType { None, Tcp, Http, Websocket };
@@ -147,6 +168,7 @@ struct Pool {
     // while it is eligible. A cookie-name token; "" = off.
     std::string sticky_cookie;
     std::vector<Backend> backends;
+    std::vector<BackendSource> sources;  // DNS names whose members join <backends> at run time
 };
 
 struct Config {
@@ -160,6 +182,7 @@ struct Config {
     Limits limits;
     std::vector<Route> routes;
     std::vector<Pool> pools;
+    ResolverSection resolver;
 
     // The route for a request, or nullptr (-> 404): among the routes whose
     // host matches <host> (port and a trailing "." stripped, case-insensitive;

@@ -77,6 +77,11 @@ private:
 std::size_t pick_backend(const PoolRuntime& pool, std::uint64_t key_hash, std::size_t sticky,
                          std::span<const std::size_t> tried, std::int64_t now_ms);
 
+// The status of a request that found no back end in <pool>: 503 when the
+// pool has no members at all (its DNS names have not resolved yet), 502 when
+// its members are down or unreachable.
+inline int no_backend_status(const PoolRuntime& pool) { return pool.states.empty() ? 503 : 502; }
+
 // The back end of <pool> that <request>'s sticky cookie names, or
 // chash::kNone: no sticky_cookie configured, no cookie sent, or a token that
 // names none of the pool's back ends (a removed one, a forged one).

@@ -114,7 +114,7 @@ void HttpExchange::connect_next() {
     const std::size_t index = pick_backend(pool, request_.key_hash, request_.sticky,
                                            std::span<const std::size_t>(tried_.data(), attempts_), worker_.now_ms());
     if (index == chash::kNone) {
-        respond_error(502, attempts_ == 0 ? "no backend available" : "backend unreachable");
+        respond_error(no_backend_status(pool), attempts_ == 0 ? "no backend available" : "backend unreachable");
         return;
     }
     tried_[attempts_++] = index;

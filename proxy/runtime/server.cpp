@@ -8,10 +8,12 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 #include <thread>
 
 #include <fmt/format.h>
 
+#include "config/discovery.h"
 #include "observability/access_log.h"
 #include "runtime/sd_notify.h"
 
@@ -28,10 +30,13 @@ constexpr std::uint64_t kTrimMinDrop = 256;
 }  // namespace
 
 Server::Server(std::string config_path, std::shared_ptr<const config::Config> config)
-    : config_path_(std::move(config_path)), config_(std::move(config)) {}
+    : config_path_(std::move(config_path)),
+      config_(discovery::expand(*config, {})),
+      file_config_(std::move(config)) {}
 
 Server::~Server() {
     upgrader_.reset();
+    resolver_.reset();
     admin_.reset();
     health_.reset();
     for (event* e : signal_events_) event_free(e);
@@ -133,6 +138,9 @@ int Server::run() {
     }
 
     for (auto& worker : workers_) worker->start();
+    // Pools with DNS names start empty (503) and fill as the names resolve.
+    resolver_ = std::make_unique<Resolver>(base_, *error_log_, [this] { membership_changed(); });
+    if (!resolver_->configure(*file_config_, error)) error_log_->log(obs::Level::Error, "resolver: {}", error);
     std::string listening;
     for (const config::Listener& l : config_->listeners) listening += (listening.empty() ? "" : ", ") + l.listen.text;
     error_log_->log(obs::Level::Info, "ready: {} worker(s) listening on {} (config {}, generation {})", count,
@@ -141,6 +149,7 @@ int Server::run() {
 
     event_base_dispatch(base_);
     upgrader_.reset();
+    resolver_.reset();
     admin_.reset();
     health_.reset();
 
@@ -226,21 +235,56 @@ void Server::reload() {
         sd_notify("READY=1\nSTATUS=reload failed, serving the previous configuration");
         return;
     }
-    auto config = std::get<std::shared_ptr<const config::Config>>(result);
+    file_config_ = std::get<std::shared_ptr<const config::Config>>(result);
+    // Names followed before keep their members: a reload that changes
+    // unrelated keys builds the same pools and moves no key.
+    std::string error;
+    if (!resolver_->configure(*file_config_, error)) error_log_->log(obs::Level::Error, "resolver: {}", error);
+    publish(discovery::expand(*file_config_, resolver_->resolved()));
+    error_log_->set_level(static_cast<obs::Level>(config_->log.level));
+    configure_admin();
+    ++reloads_ok_;
+    error_log_->log(obs::Level::Info, "reloaded {}: generation {}", config_path_, generation_number_);
+    sd_notify("READY=1\nSTATUS=serving");
+}
+
+// Makes <config> the newest generation, as a reload does: workers adopt it
+// and drain sessions on back ends it removed; health checks follow it.
+void Server::publish(std::shared_ptr<const config::Config> config) {
     auto previous = shared_.current_generation();
     auto next = std::make_shared<const Generation>(config, ++generation_number_, previous.get());
     {
         std::lock_guard lock(shared_.generation_mutex);
         shared_.generation = next;
     }
-    config_ = config;
-    error_log_->set_level(static_cast<obs::Level>(config->log.level));
+    config_ = std::move(config);
     for (auto& worker : workers_) worker->notify_generation();
     health_->configure(next);
-    configure_admin();
-    ++reloads_ok_;
-    error_log_->log(obs::Level::Info, "reloaded {}: generation {}", config_path_, generation_number_);
-    sd_notify("READY=1\nSTATUS=serving");
+}
+
+// A name's members changed: the file's configuration with the new members
+// becomes a generation (nothing else changes), and each changed pool is logged.
+void Server::membership_changed() {
+    if (stopping_) return;
+    auto next = discovery::expand(*file_config_, resolver_->resolved());
+    bool changed = false;
+    for (std::size_t i = 0; i < next->pools.size(); ++i) {
+        const discovery::Diff change =
+            discovery::diff(discovery::backend_ids(*config_, i), discovery::backend_ids(*next, i));
+        const auto& before = config_->pools[i].backends;
+        const auto& after = next->pools[i].backends;
+        const bool reweighted =
+            !change.changed() && !std::equal(before.begin(), before.end(), after.begin(), after.end(),
+                                             [](const config::Backend& a, const config::Backend& b) {
+                                                 return a.id == b.id && a.weight == b.weight;
+                                             });
+        if (!change.changed() && !reweighted) continue;
+        changed = true;
+        resolver_->count_change(next->pools[i].name);
+        error_log_->log(obs::Level::Info, "{}{}", discovery::describe(next->pools[i].name, change),
+                        reweighted ? " (weights changed)" : "");
+    }
+    if (changed) publish(std::move(next));
 }
 
 void Server::configure_admin() {
@@ -277,6 +321,13 @@ obs::ProcessSnapshot Server::snapshot() const {
 
 std::string Server::status_json() const {
     obs::ProcessSnapshot snap = snapshot();
+    // Discovered members name the DNS name they came from: (pool, id) -> name.
+    std::map<std::pair<std::string, std::string>, std::string> sources;
+    for (const config::Pool& pool : config_->pools) {
+        for (const config::Backend& b : pool.backends) {
+            if (!b.source.empty()) sources[{pool.name, b.id}] = b.source;
+        }
+    }
     std::string out = fmt::format(R"({{"generation":{},"draining":{},"connections":{},"reloads":{{"success":{},"failure":{}}},"pools":[)",
                                   snap.generation, snap.draining ? "true" : "false", shared_.connections.load(),
                                   snap.reloads_ok, snap.reloads_failed);
@@ -291,8 +342,10 @@ std::string Server::status_json() const {
         } else {
             out += ',';
         }
-        out += fmt::format(R"({{"id":"{}","address":"{}","up":{},"active_sessions":{}}})", obs::escape_label(b.backend),
+        out += fmt::format(R"({{"id":"{}","address":"{}","up":{},"active_sessions":{})", obs::escape_label(b.backend),
                            b.address, b.up ? "true" : "false", b.active);
+        const auto source = sources.find({b.pool, b.backend});
+        out += source == sources.end() ? "}" : fmt::format(R"(,"source":"{}"}})", obs::escape_label(source->second));
     }
     if (!first_pool) out += "]}";
     out += "]}\n";
@@ -304,7 +357,8 @@ AdminResponse Server::handle_admin(std::string_view method, std::string_view pat
     if (path == "/metrics") {
         std::vector<obs::WorkerMetrics*> metrics;
         for (auto& worker : workers_) metrics.push_back(&worker->metrics());
-        return AdminResponse{200, "text/plain; version=0.0.4; charset=utf-8", obs::render_prometheus(metrics, snapshot())};
+        return AdminResponse{200, "text/plain; version=0.0.4; charset=utf-8",
+                             obs::render_prometheus(metrics, snapshot()) + resolver_->render_metrics(*config_)};
     }
     if (path == "/healthz") {
         return stopping_ ? AdminResponse{503, "text/plain; charset=utf-8", "draining\n"}

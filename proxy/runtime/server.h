@@ -14,6 +14,7 @@
 #include "runtime/admin.h"
 #include "runtime/health.h"
 #include "runtime/upgrade.h"
+#include "runtime/resolver.h"
 #include "runtime/worker.h"
 
 namespace runtime {
@@ -48,6 +49,8 @@ private:
     void hand_over(const upgrade::Ready& ready);
     void upgrade_failed();
     void join_workers_async();
+    void publish(std::shared_ptr<const config::Config> config);
+    void membership_changed();
     void begin_shutdown();
     void raise_fd_limit();
     void configure_admin();
@@ -56,7 +59,8 @@ private:
     std::string status_json() const;
 
     std::string config_path_;
-    std::shared_ptr<const config::Config> config_;
+    std::shared_ptr<const config::Config> config_;       // the file's, with discovered members added
+    std::shared_ptr<const config::Config> file_config_;  // as the file says (DNS names unexpanded)
     std::unique_ptr<obs::LogSink> error_sink_;
     std::unique_ptr<obs::LogSink> access_sink_;
     std::unique_ptr<obs::ErrorLog> error_log_;
@@ -71,6 +75,7 @@ private:
     std::thread joiner_;
     std::unique_ptr<HealthChecker> health_;
     std::unique_ptr<AdminServer> admin_;
+    std::unique_ptr<Resolver> resolver_;
     std::uint64_t generation_number_ = 1;
     std::uint64_t reloads_ok_ = 0;
     std::uint64_t reloads_failed_ = 0;

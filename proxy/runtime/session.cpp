@@ -655,7 +655,7 @@ void Session::try_connect() {
     std::size_t index = pick_backend(*pool_, hs.key_hash, hs.sticky_index,
                                      std::span<const std::size_t>(hs.tried.data(), hs.attempt), worker_.now_ms());
     if (index == chash::kNone) {
-        refuse(502, hs.attempt == 0 ? "no backend available" : "backend unreachable");
+        refuse(no_backend_status(*pool_), hs.attempt == 0 ? "no backend available" : "backend unreachable");
         return;
     }
     hs.tried[hs.attempt] = index;

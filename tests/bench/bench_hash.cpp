@@ -11,6 +11,13 @@
 //   build       time to build the table
 // Maglev runs with the default table size 65537, and with 131071 and 655373 at
 // 100 back ends to show what a larger table buys.
+//
+// Then the CPU time of a DNS membership change of a 100-member Maglev pool:
+// what the main thread does when a name's answer changes (the file's Config
+// expanded with the members, config/discovery.h, and a new Generation built
+// from it, runtime/generation.h).
+#include <time.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -18,6 +25,8 @@
 #include <vector>
 
 #include "balance/chash.h"
+#include "config/discovery.h"
+#include "runtime/generation.h"
 
 namespace {
 
@@ -99,6 +108,43 @@ Row measure(chash::Algorithm algorithm, std::size_t n, std::size_t table_size,
     return row;
 }
 
+double cpu_ms() {
+    timespec t{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return static_cast<double>(t.tv_sec) * 1e3 + static_cast<double>(t.tv_nsec) / 1e6;
+}
+
+// 100 members resolved for "chat.local:9000", then 101 (one joins), 21 times;
+// prints the median and the largest CPU time of expand + Generation.
+void membership_change_cost() {
+    auto loaded = config::load_string(R"([[listener]]
+listen = "127.0.0.1:8080"
+[[pool]]
+name = "chat"
+algorithm = "maglev"
+[[pool.backend]]
+address = "chat.local:9000"
+)", "bench.toml");
+    const auto file = std::get<std::shared_ptr<const config::Config>>(loaded);
+    std::vector<discovery::Record> records;
+    for (int i = 0; i < 101; ++i) records.push_back({"10.0." + std::to_string(i / 250) + "." + std::to_string(i % 250 + 1), 9000, 1});
+    discovery::Resolved hundred{{"chat.local:9000", discovery::normalise(std::span(records).first(100))}};
+    discovery::Resolved hundred_one{{"chat.local:9000", discovery::normalise(records)}};
+    auto previous = std::make_shared<const runtime::Generation>(discovery::expand(*file, hundred), 1, nullptr);
+    std::vector<double> times;
+    for (std::uint64_t n = 2; n < 23; ++n) {
+        const double start = cpu_ms();
+        auto next = std::make_shared<const runtime::Generation>(
+            discovery::expand(*file, n % 2 ? hundred : hundred_one), n, previous.get());
+        times.push_back(cpu_ms() - start);
+        previous = next;
+    }
+    std::sort(times.begin(), times.end());
+    std::printf("\nmembership change of a 100-member Maglev pool (M=65537), expand + Generation, CPU: "
+                "median %.2f ms, max %.2f ms over %zu changes\n",
+                times[times.size() / 2], times.back(), times.size());
+}
+
 }  // namespace
 
 int main() {
@@ -127,5 +173,6 @@ int main() {
                     r.max_over_mean, r.moved_remove, 1.0 / static_cast<double>(c.backends), r.moved_add,
                     1.0 / static_cast<double>(c.backends + 1), r.lookup_ns, r.build_ms);
     }
+    membership_change_cost();
     return 0;
 }

@@ -1538,3 +1538,130 @@ def main():
     if _keep_tmp:
         print(f"    (temporary files kept in {_root_tmp})", flush=True)
     sys.exit(1 if failed else 0)
+
+
+# --------------------------------------------------------------------------
+# DNS: back ends on other loopback addresses and a real DNS server
+# (tests/integration/43_discovery.py).
+
+class HostBackend(Backend):
+    """An echo Backend listening on <host> (any address of 127.0.0.0/8),
+    so that several back ends can share one port under one DNS name."""
+
+    def __init__(self, host, **kwargs):
+        super().__init__(**kwargs)
+        self.host = host
+
+    @property
+    def address(self):
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout=10.0):
+        global _spawn
+        spawn = _spawn
+        _spawn = lambda argv, **kw: spawn(argv + ["--host", self.host], **kw)
+        try:
+            return super().start(timeout)
+        finally:
+            _spawn = spawn
+
+
+def dns_query(port, name, qtype, timeout=1.0):
+    """(rcode, answer count) of one UDP query for <name> of type <qtype>
+    (1 = A, 28 = AAAA, 33 = SRV) to 127.0.0.1:<port>, or None on timeout."""
+    qname = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    ident = int.from_bytes(os.urandom(2), "big")
+    message = struct.pack(">HHHHHH", ident, 0x0100, 1, 0, 0, 0) + qname + struct.pack(">HH", qtype, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(message, (HOST, port))
+        try:
+            data = s.recv(4096)
+        except (socket.timeout, ConnectionRefusedError):
+            return None
+    return data[3] & 15, struct.unpack(">H", data[6:8])[0]
+
+
+class Dnsmasq:
+    """dnsmasq (Debian dnsmasq-base) in the foreground on a free UDP/TCP port
+    of 127.0.0.1, authoritative for the domain "test" (a name it does not
+    know is NXDOMAIN, an AAAA query for an IPv4-only name NOERROR and empty),
+    answering with TTL 0 and never forwarding.
+
+    <hosts> maps a name to its addresses (an --addn-hosts file: set_hosts()
+    rewrites it and sends SIGHUP, which re-reads it). <srv> is a list of
+    (name, target, port, priority, weight) in a --conf-file: dnsmasq reads
+    SRV records only at start, so set_srv() restarts it on the same port.
+    """
+
+    def __init__(self, hosts=None, srv=None):
+        self.dir = new_tmpdir("dnsmasq")
+        self.port = free_port()
+        self.hosts_path = os.path.join(self.dir, "hosts")
+        self.conf_path = os.path.join(self.dir, "dnsmasq.conf")
+        self.log_path = os.path.join(self.dir, "dnsmasq.log")
+        self.proc = None
+        self._write_hosts(hosts or {})
+        self._write_srv(srv or [])
+
+    def _write_hosts(self, hosts):
+        with open(self.hosts_path + ".new", "w") as f:
+            for name, addresses in hosts.items():
+                for address in addresses:
+                    f.write(f"{address} {name}\n")
+        os.replace(self.hosts_path + ".new", self.hosts_path)
+
+    def _write_srv(self, srv):
+        with open(self.conf_path, "w") as f:
+            for name, target, port, priority, weight in srv:
+                f.write(f"srv-host={name},{target},{port},{priority},{weight}\n")
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.kill()
+
+    def start(self, timeout=10.0):
+        import grp
+        import pwd
+        argv = ["/usr/sbin/dnsmasq", "--keep-in-foreground", f"--port={self.port}",
+                f"--listen-address={HOST}", "--bind-interfaces", "--no-resolv", "--no-hosts",
+                "--local=/test/", f"--addn-hosts={self.hosts_path}", f"--conf-file={self.conf_path}",
+                "--pid-file=", "--local-ttl=0", "--cache-size=0",
+                f"--user={pwd.getpwuid(os.getuid()).pw_name}", f"--group={grp.getgrgid(os.getgid()).gr_name}",
+                f"--log-facility={self.log_path}"]
+        with open(os.path.join(self.dir, "stderr"), "ab") as err:
+            self.proc = _spawn(argv, stdout=subprocess.DEVNULL, stderr=err)
+        ok = wait_until(lambda: self.proc.poll() is None and dns_query(self.port, "ready.test", 1, 0.2) is not None,
+                        timeout)
+        if not ok:
+            self.kill()
+            raise HarnessError(f"dnsmasq not answering after {timeout}s: {_tail(os.path.join(self.dir, 'stderr'))}")
+        return self
+
+    def set_hosts(self, hosts, timeout=5.0):
+        """Rewrites the hosts file and waits until dnsmasq has re-read it."""
+        def reads():
+            try:
+                with open(self.log_path) as f:
+                    return f.read().count(f"read {self.hosts_path}")
+            except OSError:
+                return 0
+        before = reads()
+        self._write_hosts(hosts)
+        self.proc.send_signal(signal.SIGHUP)
+        if not wait_until(lambda: reads() > before, timeout):
+            raise HarnessError("dnsmasq did not re-read its hosts file")
+
+    def set_srv(self, srv):
+        """New SRV records: dnsmasq is restarted on the same port."""
+        self._write_srv(srv)
+        self.kill()
+        self.start()
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            _kill_group(self.proc)
+            self.proc.wait()
+        self.proc = None

@@ -263,7 +263,7 @@ TEST_CASE("config: TOML syntax errors stop decoding and are the only error") {
 TEST_CASE("config: unknown keys at every level") {
     CHECK(load_error(base("[servr]\n")) ==
           "t.toml:7:2: servr: unknown key (expected server, log, admin, listener, timeouts, heartbeat, limits, "
-          "route or pool)");
+          "route, pool or resolver)");
     CHECK(load_error(base("[server]\nwrkers = 2\n")) ==
           "t.toml:8:1: server.wrkers: unknown key (expected workers, max_connections, drain_timeout or pid_file)");
     CHECK(load_error(base("[log]\nacces = \"-\"\n")) ==
@@ -280,7 +280,7 @@ TEST_CASE("config: unknown keys at every level") {
     CHECK(load_error(base("[[route]]\npool = \"main\"\nprefix = \"/\"\n")) ==
           "t.toml:9:1: route[0].prefix: unknown key (expected path_prefix, host, pool, allowed_origins or auth)");
     CHECK(load_error(base("wieght = 2\n")) ==
-          "t.toml:7:1: pool[0].backend[0].wieght: unknown key (expected address, weight, id or tls)");
+          "t.toml:7:1: pool[0].backend[0].wieght: unknown key (expected address, weight, id, tls or srv)");
     CHECK(load_error(base("[[pool]]\nname = \"b\"\nbackends = []\n[[pool.backend]]\naddress = \"127.0.0.1:1\"\n[[route]]\npool = \"main\"\n")) ==
           "t.toml:9:1: pool[1].backends: unknown key (expected name, hash, algorithm, balance_factor, maglev_table_size, health, tls, sticky_cookie or backend)");
     CHECK(load_error("[[listener]]\nlisten = \"127.0.0.1:1\"\ntls = true\n[[pool]]\nname = \"a\"\n"
@@ -288,7 +288,7 @@ TEST_CASE("config: unknown keys at every level") {
           "t.toml:3:7: listener[0].tls: expected a table ([listener.tls]), got a boolean");
     CHECK(load_error("[[listener]]\nlisten = \"127.0.0.1:1\"\n[[pool]]\nname = \"a\"\n"
                      "backend = [{address = \"127.0.0.1:2\", w = 1}]\n") ==
-          "t.toml:5:38: pool[0].backend[0].w: unknown key (expected address, weight, id or tls)");
+          "t.toml:5:38: pool[0].backend[0].w: unknown key (expected address, weight, id, tls or srv)");
 }
 
 TEST_CASE("config: wrong types") {
@@ -445,7 +445,7 @@ buffer_bytes = 1
 name = "a"
 algorithm = "x"
 [[pool.backend]]
-address = "h:1"
+address = "h!:1"
 weight = 0
 [[route]]
 pool = "nowhere"
@@ -457,7 +457,7 @@ bogus = 1
         "t.toml: listener: at least one [[listener]] is required",
         "t.toml:2:16: limits.buffer_bytes: must be at least 4096, got 1",
         "t.toml:5:13: pool[0].algorithm: expected \"ring\" or \"maglev\", got \"x\"",
-        "t.toml:7:11: pool[0].backend[0].address: not a numeric IPv4 address (host names are not resolved), got \"h:1\"",
+        "t.toml:7:11: pool[0].backend[0].address: a host name has only letters, digits, \"-\", \"_\" and dots, got \"h!:1\"",
         "t.toml:8:10: pool[0].backend[0].weight: must be a positive integer, got 0",
         "t.toml:10:8: route[0].pool: unknown pool \"nowhere\"",
         "t.toml:12:11: server.workers: expected an integer, got a string",
@@ -746,7 +746,7 @@ TEST_CASE("config: plain HTTP settings: sticky_cookie, timeouts.keepalive and ti
               .sticky_cookie.empty());
     // A pool key, not a back-end key.
     CHECK(load_error(base("sticky_cookie = \"a\"\n")) ==
-          "t.toml:7:1: pool[0].backend[0].sticky_cookie: unknown key (expected address, weight, id or tls)");
+          "t.toml:7:1: pool[0].backend[0].sticky_cookie: unknown key (expected address, weight, id, tls or srv)");
     CHECK(load_error("[[listener]]\nlisten = \"127.0.0.1:8080\"\n[[pool]]\nname = \"main\"\nsticky_cookie = \"a;b\"\n"
                      "[[pool.backend]]\naddress = \"127.0.0.1:9001\"\n") ==
           "t.toml:5:17: pool[0].sticky_cookie: expected a cookie name (letters, digits and !#$%&'*+-.^_`|~), got \"a;b\"");
