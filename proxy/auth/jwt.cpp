@@ -7,6 +7,8 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include <nlohmann/json.hpp>
+
 #include <array>
 #include <vector>
 
@@ -206,17 +208,10 @@ std::string base64url_encode(std::string_view bytes) {
 }
 
 std::optional<std::string> Claims::claim(std::string_view name) const {
-    const json::Value* v = payload_.find(name);
-    if (v == nullptr) return std::nullopt;
-    switch (v->kind) {
-    case json::Value::Kind::Null: return std::nullopt;
-    case json::Value::Kind::Bool: return std::string(v->boolean ? "true" : "false");
-    case json::Value::Kind::Number:
-    case json::Value::Kind::String: return v->text;
-    case json::Value::Kind::Array:
-    case json::Value::Kind::Object: return json::serialize(*v);
-    }
-    return std::nullopt;
+    if (!payload_) return std::nullopt;
+    auto it = payload_->find(name);
+    if (it == payload_->end() || it->is_null()) return std::nullopt;
+    return json::text_of(*it);
 }
 
 std::optional<std::string> Claims::header_value(std::string_view name) const {
@@ -287,12 +282,11 @@ Result Verifier::verify(std::string_view token, std::int64_t now_seconds) const 
     const json::Limits limits{.max_bytes = options_.max_token_bytes, .max_depth = 16};
     auto header = json::parse(*header_json, limits);
     const json::Value* header_object = std::get_if<json::Value>(&header);
-    if (header_object == nullptr || header_object->kind != json::Value::Kind::Object)
-        return fail(reason::malformed);
-    if (header_object->find("crit") != nullptr) return fail(reason::unsupported_header);
-    const json::Value* alg = header_object->find("alg");
-    if (alg == nullptr || alg->kind != json::Value::Kind::String) return fail(reason::malformed);
-    if (alg->text != to_string(options_.algorithm)) return fail(reason::algorithm_mismatch);
+    if (header_object == nullptr || !header_object->is_object()) return fail(reason::malformed);
+    if (header_object->contains("crit")) return fail(reason::unsupported_header);
+    auto alg = header_object->find("alg");
+    if (alg == header_object->end() || !alg->is_string()) return fail(reason::malformed);
+    if (alg->get_ref<const std::string&>() != to_string(options_.algorithm)) return fail(reason::algorithm_mismatch);
 
     bool signature_ok = false;
     switch (options_.algorithm) {
@@ -316,33 +310,34 @@ Result Verifier::verify(std::string_view token, std::int64_t now_seconds) const 
 
     auto payload = json::parse(*payload_json, limits);
     json::Value* claims = std::get_if<json::Value>(&payload);
-    if (claims == nullptr || claims->kind != json::Value::Kind::Object) return fail(reason::malformed);
+    if (claims == nullptr || !claims->is_object()) return fail(reason::malformed);
 
     // RFC 7519 §2 NumericDate: seconds since the epoch, maybe fractional.
-    const json::Value* exp = claims->find("exp");
-    const json::Value* nbf = claims->find("nbf");
-    if ((exp && exp->kind != json::Value::Kind::Number) || (nbf && nbf->kind != json::Value::Kind::Number))
-        return fail(reason::malformed);
+    auto exp = claims->find("exp");
+    auto nbf = claims->find("nbf");
+    const bool has_exp = exp != claims->end();
+    const bool has_nbf = nbf != claims->end();
+    if ((has_exp && !exp->is_number()) || (has_nbf && !nbf->is_number())) return fail(reason::malformed);
     const double now = static_cast<double>(now_seconds);
     const double leeway = static_cast<double>(options_.leeway_seconds);
-    if (exp && !(now < exp->number + leeway)) return fail(reason::expired);
-    if (nbf && now + leeway < nbf->number) return fail(reason::not_yet_valid);
+    if (has_exp && !(now < exp->get<double>() + leeway)) return fail(reason::expired);
+    if (has_nbf && now + leeway < nbf->get<double>()) return fail(reason::not_yet_valid);
 
     if (options_.issuer) {
-        const json::Value* iss = claims->find("iss");
-        if (!iss || iss->kind != json::Value::Kind::String || iss->text != *options_.issuer)
+        auto iss = claims->find("iss");
+        if (iss == claims->end() || !iss->is_string() || iss->get_ref<const std::string&>() != *options_.issuer)
             return fail(reason::wrong_issuer);
     }
 
-    const json::Value* aud = claims->find("aud");
-    if (options_.audience || aud) {
+    auto aud = claims->find("aud");
+    if (options_.audience || aud != claims->end()) {
         bool match = false;
-        if (aud && options_.audience) {
-            if (aud->kind == json::Value::Kind::String) {
-                match = aud->text == *options_.audience;
-            } else if (aud->kind == json::Value::Kind::Array) {
-                for (const auto& item : aud->items)
-                    match = match || (item.kind == json::Value::Kind::String && item.text == *options_.audience);
+        if (aud != claims->end() && options_.audience) {
+            if (aud->is_string()) {
+                match = aud->get_ref<const std::string&>() == *options_.audience;
+            } else if (aud->is_array()) {
+                for (const auto& item : *aud)
+                    match = match || (item.is_string() && item.get_ref<const std::string&>() == *options_.audience);
             }
         }
         if (!match) return fail(reason::wrong_audience);
@@ -350,7 +345,7 @@ Result Verifier::verify(std::string_view token, std::int64_t now_seconds) const 
 
     Result r;
     r.ok = true;
-    r.claims = Claims(std::move(*claims));
+    r.claims = Claims(std::make_shared<const json::Value>(std::move(*claims)));
     return r;
 }
 

@@ -62,7 +62,7 @@ struct Options {
 class Claims {
 public:
     Claims() = default;
-    explicit Claims(json::Value payload) : payload_(std::move(payload)) {}
+    explicit Claims(std::shared_ptr<const json::Value> payload) : payload_(std::move(payload)) {}
 
     // A top-level claim as text: a string as its (unescaped) value, a number
     // in its canonical text ("sub": 42 gives "42"), true/false as "true" /
@@ -76,10 +76,11 @@ public:
     // header lines when claims are forwarded as headers.
     std::optional<std::string> header_value(std::string_view name) const;
 
-    const json::Value& payload() const { return payload_; }
+    // The payload object; nullptr for a default-constructed Claims.
+    const json::Value* payload() const { return payload_.get(); }
 
 private:
-    json::Value payload_;
+    std::shared_ptr<const json::Value> payload_;
 };
 
 struct Result {
