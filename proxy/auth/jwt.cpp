@@ -374,22 +374,6 @@ std::optional<std::string_view> bearer_token(std::string_view authorization) {
     return value;
 }
 
-std::optional<std::string_view> cookie_value(std::string_view cookie, std::string_view name) {
-    while (!cookie.empty()) {
-        auto semicolon = cookie.find(';');
-        std::string_view pair = trim(cookie.substr(0, semicolon));
-        cookie = semicolon == std::string_view::npos ? std::string_view() : cookie.substr(semicolon + 1);
-        auto equals = pair.find('=');
-        if (equals == std::string_view::npos) continue;
-        if (trim(pair.substr(0, equals)) != name) continue;
-        std::string_view value = trim(pair.substr(equals + 1));
-        if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
-            value = value.substr(1, value.size() - 2);
-        return value;
-    }
-    return std::nullopt;
-}
-
 std::optional<std::string> query_value(std::string_view query, std::string_view name) {
     while (!query.empty()) {
         auto amp = query.find('&');

@@ -133,16 +133,13 @@ std::optional<std::string> base64url_decode(std::string_view text);
 std::string base64url_encode(std::string_view bytes);
 
 // ---- Finding the token in a request -----------------------------------------
+// (A token in a cookie is found with cookie::find, protocol/cookie.h.)
 
 // The token of an "Authorization: Bearer <token>" field value (RFC 6750
 // §2.1): the scheme is case-insensitive (RFC 9110 §11.1), followed by one
 // or more spaces and a b64token (ALPHA / DIGIT / "-" "." "_" "~" "+" "/",
 // then any "="). nullopt for any other scheme or shape.
 std::optional<std::string_view> bearer_token(std::string_view authorization);
-
-// The value of cookie <name> in a Cookie field value (RFC 6265 §4.2.1,
-// "a=b; c=d"), with surrounding double quotes removed; the first match.
-std::optional<std::string_view> cookie_value(std::string_view cookie, std::string_view name);
 
 // The percent-decoded value of parameter <name> in the query component
 // <query> (the part after "?", without it): "a=1&token=xyz". The first

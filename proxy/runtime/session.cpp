@@ -15,6 +15,7 @@
 #include <event2/bufferevent_ssl.h>
 
 #include "auth/jwt.h"
+#include "protocol/cookie.h"
 #include "balance/chash.h"
 #include "net/cidr.h"
 #include "net/proxy_protocol.h"
@@ -607,13 +608,7 @@ bool Session::authorize(const config::Route& route, const http1::RequestHead& re
             }
             break;
         case config::TokenSource::Cookie:
-            for (const http1::Header& h : request.headers) {
-                if (!http1::iequals(h.name, "cookie")) continue;
-                if (auto value = jwt::cookie_value(h.value, auth.token_name)) {
-                    token = std::string(*value);
-                    break;
-                }
-            }
+            if (auto value = cookie::find(request, auth.token_name)) token = std::string(*value);
             break;
         case config::TokenSource::Query: token = jwt::query_value(request.query, auth.token_name); break;
     }

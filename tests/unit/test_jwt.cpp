@@ -555,21 +555,6 @@ TEST_CASE("bearer token from an Authorization value") {
     }
 }
 
-TEST_CASE("token from a cookie") {
-    CHECK(jwt::cookie_value("session=abc", "session") == "abc");
-    CHECK(jwt::cookie_value("a=1; session=abc; b=2", "session") == "abc");
-    CHECK(jwt::cookie_value("a=1;session=abc", "session") == "abc");
-    CHECK(jwt::cookie_value("session=\"abc\"", "session") == "abc");
-    CHECK(jwt::cookie_value("session=", "session") == "");
-    CHECK(jwt::cookie_value("session=first; session=second", "session") == "first");
-    CHECK(jwt::cookie_value("x.session=abc; session=ok", "session") == "ok");
-    CHECK(jwt::cookie_value("Session=abc", "session") == std::nullopt);
-    CHECK(jwt::cookie_value("sessionx=abc", "session") == std::nullopt);
-    CHECK(jwt::cookie_value("session", "session") == std::nullopt);
-    CHECK(jwt::cookie_value("", "session") == std::nullopt);
-    CHECK(jwt::cookie_value("a=b=c", "a") == "b=c");
-}
-
 TEST_CASE("token from a query parameter") {
     CHECK(jwt::query_value("token=abc", "token") == "abc");
     CHECK(jwt::query_value("room=1&token=abc.def&x", "token") == "abc.def");
