@@ -33,6 +33,7 @@ Server::Server(std::string config_path, std::shared_ptr<const config::Config> co
 Server::~Server() {
     admin_.reset();
     health_.reset();
+    jwks_.reset();
     for (event* e : signal_events_) event_free(e);
     if (workers_done_event_) event_free(workers_done_event_);
     if (trim_event_) event_free(trim_event_);
@@ -106,6 +107,8 @@ int Server::run() {
 
     health_ = std::make_unique<HealthChecker>(base_, *error_log_, [this] { ++health_transitions_; });
     health_->configure(shared_.current_generation());
+    jwks_ = std::make_unique<JwksFetcher>(base_, *error_log_, shared_.auth_metrics);
+    jwks_->configure(shared_.current_generation());
     admin_ = std::make_unique<AdminServer>(base_, *error_log_, [this](std::string_view method, std::string_view path) {
         return handle_admin(method, path);
     });
@@ -125,6 +128,7 @@ int Server::run() {
     event_base_dispatch(base_);
     admin_.reset();
     health_.reset();
+    jwks_.reset();
 
     if (joiner_.joinable()) joiner_.join();
     workers_.clear();
@@ -209,6 +213,7 @@ void Server::reload() {
     error_log_->set_level(static_cast<obs::Level>(config->log.level));
     for (auto& worker : workers_) worker->notify_generation();
     health_->configure(next);
+    jwks_->configure(next);
     configure_admin();
     ++reloads_ok_;
     error_log_->log(obs::Level::Info, "reloaded {}: generation {}", config_path_, generation_number_);
@@ -276,7 +281,8 @@ AdminResponse Server::handle_admin(std::string_view method, std::string_view pat
     if (path == "/metrics") {
         std::vector<obs::WorkerMetrics*> metrics;
         for (auto& worker : workers_) metrics.push_back(&worker->metrics());
-        return AdminResponse{200, "text/plain; version=0.0.4; charset=utf-8", obs::render_prometheus(metrics, snapshot())};
+        return AdminResponse{200, "text/plain; version=0.0.4; charset=utf-8", obs::render_prometheus(metrics, snapshot()) +
+                                                                                 shared_.auth_metrics.render()};
     }
     if (path == "/healthz") {
         return stopping_ ? AdminResponse{503, "text/plain; charset=utf-8", "draining\n"}

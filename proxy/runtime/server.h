@@ -13,6 +13,7 @@
 #include "observability/log_sink.h"
 #include "runtime/admin.h"
 #include "runtime/health.h"
+#include "runtime/jwks_fetcher.h"
 #include "runtime/worker.h"
 
 namespace runtime {
@@ -56,6 +57,7 @@ private:
     std::uint64_t connections_peak_ = 0;    // most client connections since the last trim
     std::thread joiner_;
     std::unique_ptr<HealthChecker> health_;
+    std::unique_ptr<JwksFetcher> jwks_;
     std::unique_ptr<AdminServer> admin_;
     std::uint64_t generation_number_ = 1;
     std::uint64_t reloads_ok_ = 0;
