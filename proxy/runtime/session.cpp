@@ -15,14 +15,14 @@
 #include <event2/bufferevent_ssl.h>
 
 #include "auth/jwt.h"
-#include "protocol/cookie.h"
-#include "runtime/token_check.h"
 #include "balance/chash.h"
 #include "net/cidr.h"
 #include "net/proxy_protocol.h"
 #include "net/stream_socket.h"
 #include "net/tls.h"
+#include "protocol/cookie.h"
 #include "runtime/forward.h"
+#include "runtime/token_check.h"
 #include "runtime/worker.h"
 
 namespace runtime {
@@ -596,7 +596,10 @@ void Session::handle_request(const http1::RequestHead& request, std::size_t head
 bool Session::authorize(const config::Route& route, const http1::RequestHead& request, std::string& claim_key) {
     const config::RouteAuth& auth = *route.auth;
     Handshake& hs = *handshake_;
-    // A kept-alive connection authorises each request afresh.
+    // A kept-alive connection authorises each request afresh, and gives
+    // back the count its previous request took.
+    if (!subject_key.empty()) worker_.shared().subject_limits.release(subject_key);
+    subject_key.clear();
     hs.added_headers.clear();
     hs.added_storage.clear();
     hs.stripped_names.clear();
@@ -657,11 +660,9 @@ bool Session::authorize(const config::Route& route, const http1::RequestHead& re
 
 // max_sessions_per_subject: counts this session against its verified
 // subject on this route (released by the worker when the session ends), or
-// answers 429. A kept-alive connection's earlier request gave its count back.
+// answers 429.
 bool Session::admit_subject(const config::RouteAuth& auth) {
     SubjectLimits& limits = worker_.shared().subject_limits;
-    if (!subject_key.empty()) limits.release(subject_key);
-    subject_key.clear();
     if (auth.max_sessions_per_subject == 0) return true;
     std::string key = SubjectLimits::key(auth.label, record_.subject);
     if (!limits.acquire(key, auth.max_sessions_per_subject)) {
