@@ -1,44 +1,27 @@
-// A small, strict RFC 8259 JSON parser for JWT headers and claims sets:
-// the whole grammar, UTF-8 validated, bounded in size and depth, duplicate
-// member names refused (RFC 7519 §4 and RFC 7515 §4 allow rejecting them,
-// and silently picking one is how claim-smuggling bugs happen). No
-// extensions: no comments, no trailing commas, no NaN, no single quotes.
+// Strict JSON for the documents wsgate reads from outside: JWT headers and
+// claims sets, JWK Sets. Parsing is nlohmann-json's (RFC 8259 grammar, UTF-8
+// validated, no comments or trailing commas); this wrapper drives it through
+// its SAX interface to add what a security boundary needs and the library
+// does not do by itself:
+//  - a size bound checked before parsing;
+//  - a nesting bound, so hostile input is refused rather than recursed into;
+//  - duplicate member names refused (RFC 7519 §4 and RFC 7515 §4 allow it,
+//    and silently keeping one of two "alg" or "sub" members is how
+//    claim-smuggling bugs happen; nlohmann keeps the last one).
+// Only <nlohmann/json_fwd.hpp> is included here: the full header is large and
+// most of the code base that sees a jwt::Claims never parses JSON.
 #pragma once
 
+#include <nlohmann/json_fwd.hpp>
+
 #include <cstddef>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
-#include <vector>
 
 namespace json {
 
-struct Member;
-
-struct Value {
-    enum class Kind { Null, Bool, Number, String, Array, Object };
-
-    Kind kind = Kind::Null;
-    bool boolean = false;   // Kind::Bool
-    double number = 0;      // Kind::Number
-    // Kind::String: the unescaped UTF-8 text. Kind::Number: the canonical
-    // text of the number (see number_text()).
-    std::string text;
-    std::vector<Value> items;                             // Kind::Array
-    std::vector<Member> members;  // Kind::Object, in input order
-
-    // The member named <name> of an object, or nullptr.
-    const Value* find(std::string_view name) const;
-};
-
-// One object member, defined after Value: a std::vector may name an
-// incomplete element type, but std::pair<std::string, Value> inside Value
-// needs Value complete (clang rejects it).
-struct Member {
-    std::string name;
-    Value value;
-};
+using Value = nlohmann::json;
 
 struct Limits {
     std::size_t max_bytes = 16384;  // input size
@@ -46,19 +29,20 @@ struct Limits {
 };
 
 struct ParseError {
-    std::string reason;  // "unterminated string at byte 17"
+    std::string reason;  // "syntax error ... at line 1, column 4", "duplicate member name \"alg\""
 };
 
 std::variant<Value, ParseError> parse(std::string_view text, const Limits& limits = {});
 
-// The canonical text of a JSON number: an integer value of magnitude below
-// 2^53 prints as an integer ("42", "1500" for 1.5e3, "0" for -0), anything
-// else as the shortest text that reads back as the same double ("0.1",
-// "1e+300").
+// The canonical text of a JSON number given as a double: an integer value of
+// magnitude below 2^53 prints as an integer ("42", "1500" for 1.5e3, "0" for
+// -0), anything else as the shortest text that reads back as the same double
+// ("0.1", "1e+300").
 std::string number_text(double value);
 
-// Compact serialisation (no whitespace; strings re-escaped, non-ASCII kept
-// as UTF-8; numbers in their canonical text).
-std::string serialize(const Value& value);
+// A value as one line of text: a string as its unescaped UTF-8 text, a
+// number in its canonical text, true/false as words, null as "null", an
+// array or object as compact JSON.
+std::string text_of(const Value& value);
 
 }  // namespace json

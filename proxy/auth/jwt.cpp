@@ -1,11 +1,16 @@
 #include "auth/jwt.h"
 
+#include "auth/jwks.h"
+
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rsa.h>
 #include <openssl/x509.h>
+
+#include <nlohmann/json.hpp>
 
 #include <array>
 #include <vector>
@@ -16,7 +21,6 @@ namespace {
 
 constexpr std::size_t hs256_min_secret = 32;  // RFC 7518 §3.2
 constexpr int rs256_min_bits = 2048;          // RFC 7518 §3.3
-constexpr std::size_t es256_signature_size = 64;  // RFC 7518 §3.4: R || S, 32 bytes each
 
 struct BioFree {
     void operator()(BIO* b) const { BIO_free(b); }
@@ -89,16 +93,68 @@ bool verify_hs256(std::string_view secret, std::string_view signed_part, std::st
            CRYPTO_memcmp(mac.data(), signature.data(), mac_length) == 0;
 }
 
-bool verify_digest(EVP_PKEY* key, std::string_view signed_part, const std::uint8_t* signature,
-                   std::size_t signature_length) {
+bool verify_digest(EVP_PKEY* key, const EVP_MD* md, bool pss, std::string_view signed_part,
+                   const std::uint8_t* signature, std::size_t signature_length) {
     std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
-    bool ok = ctx && EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key) == 1 &&
-              EVP_DigestVerify(ctx.get(), signature, signature_length,
-                               reinterpret_cast<const unsigned char*>(signed_part.data()),
-                               signed_part.size()) == 1;
+    EVP_PKEY_CTX* pctx = nullptr;
+    bool ok = ctx && EVP_DigestVerifyInit(ctx.get(), &pctx, md, nullptr, key) == 1;
+    // RFC 7518 §3.5: PSS with MGF1 over the same hash and a salt as long
+    // as the hash output.
+    if (ok && pss) {
+        ok = EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1 &&
+             EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, md) == 1 &&
+             EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) == 1;
+    }
+    ok = ok && EVP_DigestVerify(ctx.get(), signature, signature_length,
+                                reinterpret_cast<const unsigned char*>(signed_part.data()), signed_part.size()) == 1;
     ERR_clear_error();
     return ok;
 }
+
+const EVP_MD* digest_of(Algorithm algorithm) {
+    switch (algorithm) {
+    case Algorithm::RS384:
+    case Algorithm::ES384: return EVP_sha384();
+    case Algorithm::RS512: return EVP_sha512();
+    default: return EVP_sha256();
+    }
+}
+
+// The signature of an asymmetric <algorithm> over <signed_part> by <key>.
+// The key's type must already fit the algorithm (jwks::fits, or
+// Verifier::create's checks): OpenSSL would otherwise happily verify an
+// RS256 signature with an RSA key given for PS256.
+bool verify_signature(Algorithm algorithm, EVP_PKEY* key, std::string_view signed_part, const std::string& signature) {
+    const auto* bytes = reinterpret_cast<const std::uint8_t*>(signature.data());
+    switch (algorithm) {
+    case Algorithm::HS256: return false;
+    case Algorithm::RS256:
+    case Algorithm::RS384:
+    case Algorithm::RS512:
+    case Algorithm::PS256:
+        return !signature.empty() && verify_digest(key, digest_of(algorithm), algorithm == Algorithm::PS256,
+                                                   signed_part, bytes, signature.size());
+    case Algorithm::ES256:
+    case Algorithm::ES384: {
+        // RFC 7518 §3.4: R || S, each as long as the curve's order (32 / 48 bytes).
+        const std::size_t size = algorithm == Algorithm::ES256 ? 64 : 96;
+        if (signature.size() != size) return false;
+        auto der = ecdsa_raw_to_der(signature);
+        return verify_digest(key, digest_of(algorithm), false, signed_part, der.data(), der.size());
+    }
+    }
+    return false;
+}
+
+// The parts of a compact JWS every verification needs, before any key is
+// chosen.
+struct Decoded {
+    Algorithm algorithm = Algorithm::HS256;
+    std::optional<std::string> kid;
+    std::string_view signed_part;
+    std::string signature;
+    std::string payload_json;
+};
 
 Result fail(std::string_view why) {
     Result r;
@@ -150,9 +206,10 @@ std::optional<std::string> percent_decode(std::string_view s) {
 }  // namespace
 
 std::optional<Algorithm> algorithm_from_string(std::string_view name) {
-    if (name == "HS256") return Algorithm::HS256;
-    if (name == "RS256") return Algorithm::RS256;
-    if (name == "ES256") return Algorithm::ES256;
+    for (Algorithm a : {Algorithm::HS256, Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256,
+                        Algorithm::ES256, Algorithm::ES384}) {
+        if (name == to_string(a)) return a;
+    }
     return std::nullopt;
 }
 
@@ -160,9 +217,20 @@ std::string_view to_string(Algorithm algorithm) {
     switch (algorithm) {
     case Algorithm::HS256: return "HS256";
     case Algorithm::RS256: return "RS256";
+    case Algorithm::RS384: return "RS384";
+    case Algorithm::RS512: return "RS512";
+    case Algorithm::PS256: return "PS256";
     case Algorithm::ES256: return "ES256";
+    case Algorithm::ES384: return "ES384";
     }
     return "?";
+}
+
+std::optional<double> Claims::expires_at() const {
+    if (!payload_) return std::nullopt;
+    auto it = payload_->find("exp");
+    if (it == payload_->end() || !it->is_number()) return std::nullopt;
+    return it->get<double>();
 }
 
 std::optional<std::string> base64url_decode(std::string_view text) {
@@ -206,17 +274,10 @@ std::string base64url_encode(std::string_view bytes) {
 }
 
 std::optional<std::string> Claims::claim(std::string_view name) const {
-    const json::Value* v = payload_.find(name);
-    if (v == nullptr) return std::nullopt;
-    switch (v->kind) {
-    case json::Value::Kind::Null: return std::nullopt;
-    case json::Value::Kind::Bool: return std::string(v->boolean ? "true" : "false");
-    case json::Value::Kind::Number:
-    case json::Value::Kind::String: return v->text;
-    case json::Value::Kind::Array:
-    case json::Value::Kind::Object: return json::serialize(*v);
-    }
-    return std::nullopt;
+    if (!payload_) return std::nullopt;
+    auto it = payload_->find(name);
+    if (it == payload_->end() || it->is_null()) return std::nullopt;
+    return json::text_of(*it);
 }
 
 std::optional<std::string> Claims::header_value(std::string_view name) const {
@@ -247,102 +308,153 @@ std::variant<Verifier, std::string> Verifier::create(const Options& options) {
     if (!v.public_key_) return name + " key: no PEM public key or certificate found";
     v.options_.key.clear();
     EVP_PKEY* key = v.public_key_.get();
-    if (options.algorithm == Algorithm::RS256) {
+    if (options.algorithm != Algorithm::ES256 && options.algorithm != Algorithm::ES384) {
         if (!EVP_PKEY_is_a(key, "RSA")) return name + " key: not an RSA key";
         if (EVP_PKEY_get_bits(key) < rs256_min_bits)
             return name + " key: RSA keys must have at least 2048 bits (RFC 7518 section 3.3)";
         return v;
     }
     if (!EVP_PKEY_is_a(key, "EC")) return name + " key: not an EC key";
+    const bool p256 = options.algorithm == Algorithm::ES256;
     char group[64] = {};
     std::size_t group_length = 0;
     if (EVP_PKEY_get_group_name(key, group, sizeof group, &group_length) != 1 ||
-        std::string_view(group, group_length) != "prime256v1") {
+        std::string_view(group, group_length) != (p256 ? "prime256v1" : "secp384r1")) {
         ERR_clear_error();
-        return name + " key: the EC key is not on curve P-256";
+        return name + " key: the EC key is not on curve " + (p256 ? "P-256" : "P-384");
     }
     return v;
 }
 
-Result Verifier::verify(std::string_view token, std::int64_t now_seconds) const {
-    if (token.size() > options_.max_token_bytes) return fail(reason::too_large);
+std::variant<Verifier, std::string> Verifier::create_for_key_sets(const Options& options) {
+    if (options.leeway_seconds < 0) return std::string("JWK Set verifier: leeway must not be negative");
+    if (options.algorithms.empty()) return std::string("JWK Set verifier: no algorithm accepted");
+    for (Algorithm a : options.algorithms) {
+        if (a == Algorithm::HS256) return std::string("JWK Set verifier: HS256 is never used with a JWK Set");
+    }
+    Verifier v;
+    v.options_ = options;
+    v.options_.key.clear();
+    v.key_sets_ = true;
+    return v;
+}
 
-    // RFC 7515 §7.1: BASE64URL(header) '.' BASE64URL(payload) '.' BASE64URL(signature)
+namespace {
+
+// RFC 7515 §7.1: BASE64URL(header) '.' BASE64URL(payload) '.'
+// BASE64URL(signature); a JSON object header without "crit" (§4.1.11: we
+// understand no extension) whose "alg" we know. The kid, when present,
+// must be a string.
+std::variant<Decoded, std::string_view> decode(std::string_view token, std::size_t max_bytes) {
+    if (token.size() > max_bytes) return reason::too_large;
     auto first = token.find('.');
-    if (first == std::string_view::npos) return fail(reason::malformed);
+    if (first == std::string_view::npos) return reason::malformed;
     auto second = token.find('.', first + 1);
     if (second == std::string_view::npos || token.find('.', second + 1) != std::string_view::npos)
-        return fail(reason::malformed);
+        return reason::malformed;
     std::string_view header_part = token.substr(0, first);
     std::string_view payload_part = token.substr(first + 1, second - first - 1);
     std::string_view signature_part = token.substr(second + 1);
-    std::string_view signed_part = token.substr(0, second);
-    if (header_part.empty() || payload_part.empty()) return fail(reason::malformed);
+    if (header_part.empty() || payload_part.empty()) return reason::malformed;
 
     auto header_json = base64url_decode(header_part);
     auto payload_json = base64url_decode(payload_part);
     auto signature = base64url_decode(signature_part);
-    if (!header_json || !payload_json || !signature) return fail(reason::malformed);
+    if (!header_json || !payload_json || !signature) return reason::malformed;
 
-    const json::Limits limits{.max_bytes = options_.max_token_bytes, .max_depth = 16};
-    auto header = json::parse(*header_json, limits);
-    const json::Value* header_object = std::get_if<json::Value>(&header);
-    if (header_object == nullptr || header_object->kind != json::Value::Kind::Object)
-        return fail(reason::malformed);
-    if (header_object->find("crit") != nullptr) return fail(reason::unsupported_header);
-    const json::Value* alg = header_object->find("alg");
-    if (alg == nullptr || alg->kind != json::Value::Kind::String) return fail(reason::malformed);
-    if (alg->text != to_string(options_.algorithm)) return fail(reason::algorithm_mismatch);
+    auto header = json::parse(*header_json, json::Limits{.max_bytes = max_bytes, .max_depth = 16});
+    const json::Value* object = std::get_if<json::Value>(&header);
+    if (object == nullptr || !object->is_object()) return reason::malformed;
+    if (object->contains("crit")) return reason::unsupported_header;
+    auto alg = object->find("alg");
+    if (alg == object->end() || !alg->is_string()) return reason::malformed;
+    auto algorithm = algorithm_from_string(alg->get_ref<const std::string&>());
+    if (!algorithm) return reason::algorithm_mismatch;
+    Decoded d;
+    d.algorithm = *algorithm;
+    if (auto kid = object->find("kid"); kid != object->end()) {
+        if (!kid->is_string()) return reason::malformed;
+        d.kid = kid->get<std::string>();
+    }
+    d.signed_part = token.substr(0, second);
+    d.signature = std::move(*signature);
+    d.payload_json = std::move(*payload_json);
+    return d;
+}
 
+}  // namespace
+
+Result Verifier::verify(std::string_view token, std::int64_t now_seconds) const {
+    if (key_sets_) return verify(token, now_seconds, nullptr);
+    auto decoded = decode(token, options_.max_token_bytes);
+    if (auto* why = std::get_if<std::string_view>(&decoded)) return fail(*why);
+    const Decoded& d = std::get<Decoded>(decoded);
+    if (d.algorithm != options_.algorithm) return fail(reason::algorithm_mismatch);
+    const bool signature_ok = options_.algorithm == Algorithm::HS256
+                                  ? verify_hs256(options_.key, d.signed_part, d.signature)
+                                  : verify_signature(options_.algorithm, public_key_.get(), d.signed_part, d.signature);
+    if (!signature_ok) return fail(reason::bad_signature);
+    return check_claims(d.payload_json, now_seconds);
+}
+
+Result Verifier::verify(std::string_view token, std::int64_t now_seconds, const jwks::KeySet* keys) const {
+    if (!key_sets_) return verify(token, now_seconds);
+    auto decoded = decode(token, options_.max_token_bytes);
+    if (auto* why = std::get_if<std::string_view>(&decoded)) return fail(*why);
+    const Decoded& d = std::get<Decoded>(decoded);
+    bool accepted = false;
+    for (Algorithm a : options_.algorithms) accepted = accepted || a == d.algorithm;
+    if (!accepted) return fail(reason::algorithm_mismatch);
+    if (keys == nullptr) return fail(reason::keys_unavailable);
+    const auto candidates = jwks::candidates(*keys, d.algorithm, d.kid, kMaxKeysTried);
+    if (candidates.empty()) {
+        Result r = fail(reason::unknown_key);
+        r.unknown_key_id = true;
+        return r;
+    }
     bool signature_ok = false;
-    switch (options_.algorithm) {
-    case Algorithm::HS256:
-        signature_ok = verify_hs256(options_.key, signed_part, *signature);
-        break;
-    case Algorithm::RS256:
-        signature_ok = !signature->empty() &&
-                       verify_digest(public_key_.get(), signed_part,
-                                     reinterpret_cast<const std::uint8_t*>(signature->data()),
-                                     signature->size());
-        break;
-    case Algorithm::ES256:
-        if (signature->size() == es256_signature_size) {
-            auto der = ecdsa_raw_to_der(*signature);
-            signature_ok = verify_digest(public_key_.get(), signed_part, der.data(), der.size());
+    for (const jwks::Key* key : candidates) {
+        if (verify_signature(d.algorithm, key->public_key.get(), d.signed_part, d.signature)) {
+            signature_ok = true;
+            break;
         }
-        break;
     }
     if (!signature_ok) return fail(reason::bad_signature);
+    return check_claims(d.payload_json, now_seconds);
+}
 
-    auto payload = json::parse(*payload_json, limits);
+Result Verifier::check_claims(const std::string& payload_json, std::int64_t now_seconds) const {
+    const json::Limits limits{.max_bytes = options_.max_token_bytes, .max_depth = 16};
+    auto payload = json::parse(payload_json, limits);
     json::Value* claims = std::get_if<json::Value>(&payload);
-    if (claims == nullptr || claims->kind != json::Value::Kind::Object) return fail(reason::malformed);
+    if (claims == nullptr || !claims->is_object()) return fail(reason::malformed);
 
     // RFC 7519 §2 NumericDate: seconds since the epoch, maybe fractional.
-    const json::Value* exp = claims->find("exp");
-    const json::Value* nbf = claims->find("nbf");
-    if ((exp && exp->kind != json::Value::Kind::Number) || (nbf && nbf->kind != json::Value::Kind::Number))
-        return fail(reason::malformed);
+    auto exp = claims->find("exp");
+    auto nbf = claims->find("nbf");
+    const bool has_exp = exp != claims->end();
+    const bool has_nbf = nbf != claims->end();
+    if ((has_exp && !exp->is_number()) || (has_nbf && !nbf->is_number())) return fail(reason::malformed);
     const double now = static_cast<double>(now_seconds);
     const double leeway = static_cast<double>(options_.leeway_seconds);
-    if (exp && !(now < exp->number + leeway)) return fail(reason::expired);
-    if (nbf && now + leeway < nbf->number) return fail(reason::not_yet_valid);
+    if (has_exp && !(now < exp->get<double>() + leeway)) return fail(reason::expired);
+    if (has_nbf && now + leeway < nbf->get<double>()) return fail(reason::not_yet_valid);
 
     if (options_.issuer) {
-        const json::Value* iss = claims->find("iss");
-        if (!iss || iss->kind != json::Value::Kind::String || iss->text != *options_.issuer)
+        auto iss = claims->find("iss");
+        if (iss == claims->end() || !iss->is_string() || iss->get_ref<const std::string&>() != *options_.issuer)
             return fail(reason::wrong_issuer);
     }
 
-    const json::Value* aud = claims->find("aud");
-    if (options_.audience || aud) {
+    auto aud = claims->find("aud");
+    if (options_.audience || aud != claims->end()) {
         bool match = false;
-        if (aud && options_.audience) {
-            if (aud->kind == json::Value::Kind::String) {
-                match = aud->text == *options_.audience;
-            } else if (aud->kind == json::Value::Kind::Array) {
-                for (const auto& item : aud->items)
-                    match = match || (item.kind == json::Value::Kind::String && item.text == *options_.audience);
+        if (aud != claims->end() && options_.audience) {
+            if (aud->is_string()) {
+                match = aud->get_ref<const std::string&>() == *options_.audience;
+            } else if (aud->is_array()) {
+                for (const auto& item : *aud)
+                    match = match || (item.is_string() && item.get_ref<const std::string&>() == *options_.audience);
             }
         }
         if (!match) return fail(reason::wrong_audience);
@@ -350,7 +462,7 @@ Result Verifier::verify(std::string_view token, std::int64_t now_seconds) const 
 
     Result r;
     r.ok = true;
-    r.claims = Claims(std::move(*claims));
+    r.claims = Claims(std::make_shared<const json::Value>(std::move(*claims)));
     return r;
 }
 
@@ -377,22 +489,6 @@ std::optional<std::string_view> bearer_token(std::string_view authorization) {
     while (i < value.size() && value[i] == '=') ++i;
     if (i != value.size()) return std::nullopt;
     return value;
-}
-
-std::optional<std::string_view> cookie_value(std::string_view cookie, std::string_view name) {
-    while (!cookie.empty()) {
-        auto semicolon = cookie.find(';');
-        std::string_view pair = trim(cookie.substr(0, semicolon));
-        cookie = semicolon == std::string_view::npos ? std::string_view() : cookie.substr(semicolon + 1);
-        auto equals = pair.find('=');
-        if (equals == std::string_view::npos) continue;
-        if (trim(pair.substr(0, equals)) != name) continue;
-        std::string_view value = trim(pair.substr(equals + 1));
-        if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
-            value = value.substr(1, value.size() - 2);
-        return value;
-    }
-    return std::nullopt;
 }
 
 std::optional<std::string> query_value(std::string_view query, std::string_view name) {

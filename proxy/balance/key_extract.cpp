@@ -1,16 +1,11 @@
 // Session keys from a parsed request head. Every returned view points into
 // <request> (or is <client_ip>), so the key lives as long as the head does.
 #include "balance/chash.h"
+#include "protocol/cookie.h"
 
 namespace chash {
 
 namespace {
-
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-    return s;
-}
 
 // Splits <rest> at the first <sep>: returns the part before it and leaves the
 // part after it in <rest> (empty when there is no <sep>).
@@ -19,26 +14,6 @@ std::string_view next_item(std::string_view& rest, char sep) {
     const std::string_view item = rest.substr(0, at);
     rest = at == std::string_view::npos ? std::string_view{} : rest.substr(at + 1);
     return item;
-}
-
-// The value of cookie <name> in one Cookie field value, "a=1; b=2"
-// (RFC 6265 §4.2.1, parsed leniently: whitespace around names and values is
-// ignored, pairs without '=' are skipped). A DQUOTE'd value loses its quotes
-// (cookie-value = *cookie-octet / ( DQUOTE *cookie-octet DQUOTE ), §4.1.1).
-// Returns false when the cookie is not there.
-bool find_cookie(std::string_view field, std::string_view name, std::string_view& value) {
-    while (!field.empty()) {
-        std::string_view pair = next_item(field, ';');
-        const std::size_t eq = pair.find('=');
-        if (eq == std::string_view::npos) continue;
-        if (trim(pair.substr(0, eq)) != name) continue;
-        value = trim(pair.substr(eq + 1));
-        if (value.size() >= 2 && value.front() == '"' && value.back() == '"') {
-            value = value.substr(1, value.size() - 2);
-        }
-        return true;
-    }
-    return false;
 }
 
 // The value of parameter <name> in a query string "a=1&b=2", as sent; a bare
@@ -69,9 +44,7 @@ Key extract_key(const KeySpec& spec, const http1::RequestHead& request,
             if (const http1::Header* h = request.find(spec.name)) value = h->value;
             break;
         case KeySource::Cookie:
-            for (const http1::Header& h : request.headers) {
-                if (http1::iequals(h.name, "cookie") && find_cookie(h.value, spec.name, value)) break;
-            }
+            value = cookie::find(request, spec.name).value_or(std::string_view{});
             break;
         case KeySource::Query: find_query(request.query, spec.name, value); break;
         // A token claim is not in the request head: the session extracts it

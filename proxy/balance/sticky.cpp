@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "balance/chash.h"
+#include "protocol/cookie.h"
 
 namespace sticky {
 
@@ -24,8 +25,7 @@ std::size_t find(std::span<const std::string> tokens, std::string_view value) {
 }
 
 std::string_view cookie_value(const http1::RequestHead& request, std::string_view name) {
-    const chash::Key key = chash::extract_key(chash::KeySpec{chash::KeySource::Cookie, std::string(name)}, request, {});
-    return key.fell_back ? std::string_view{} : key.value;
+    return cookie::find(request, name).value_or(std::string_view{});
 }
 
 std::string set_cookie(std::string_view name, std::string_view token) {

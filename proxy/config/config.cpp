@@ -431,6 +431,7 @@ private:
     void listener_tls(const Node& table, const std::string& path, Listener& out);
     void pool_tls(const Node& table, const std::string& path, bool needed, Pool& out);
     void route_auth(const Node& table, const std::string& path, Route& out);
+    bool route_key_set(const Node& table, const std::string& path, RouteAuth& auth, jwt::Options& options);
     void health(const Node& pool, const std::string& path, HealthCheck& out);
     void routes(const Node& root, const std::vector<Pool>& pools, std::vector<Route>& out);
     void resolver(const Node& root, ResolverSection& out);
@@ -914,29 +915,67 @@ void Validator::route_auth(const Node& route, const std::string& route_path, Rou
     if (table == nullptr) return;
     const std::string path = join(route_path, "auth");
     check_keys(*table, path,
-               {"algorithm", "key_file", "issuer", "audience", "leeway", "token_from", "forward_claims"});
+               {"algorithm", "key_file", "issuer", "audience", "leeway", "token_from", "forward_claims", "jwks_file",
+                "jwks_url", "jwks_refresh", "algorithms", "tls_ca", "close_on_expiry", "max_sessions_per_subject"});
     jwt::Options options;
     bool ok = true;
-    if (table->find("algorithm") == nullptr) {
-        missing(*table, join(path, "algorithm"));
-        ok = false;
-    } else if (!read_choice<jwt::Algorithm>(*table, path, "algorithm",
-                                            {{"HS256", jwt::Algorithm::HS256},
-                                             {"RS256", jwt::Algorithm::RS256},
-                                             {"ES256", jwt::Algorithm::ES256}},
-                                            options.algorithm)) {
-        ok = false;
+    // A route has either a key file or a JWK Set (a file or a URL): a
+    // second source is reported at its own key, naming the first.
+    const Node* key_at = table->find("key_file");
+    const Node* jwks_file_at = table->find("jwks_file");
+    const Node* jwks_url_at = table->find("jwks_url");
+    const bool key_sets = jwks_file_at != nullptr || jwks_url_at != nullptr;
+    bool conflict = false;
+    {
+        std::vector<std::pair<const char*, const Node*>> given;
+        for (auto [name, node] : {std::pair{"key_file", key_at}, {"jwks_file", jwks_file_at}, {"jwks_url", jwks_url_at}})
+            if (node != nullptr) given.emplace_back(name, node);
+        for (std::size_t i = 1; i < given.size(); ++i) {
+            fail(given[i].second->position, join(path, given[i].first),
+                 "conflicts with " + std::string(given[0].first) + " at line " +
+                     std::to_string(given[0].second->position.line) +
+                     ": a route has either a key_file or a JWK Set (jwks_file or jwks_url)");
+            ok = false;
+            conflict = true;
+        }
+        if (given.empty()) {
+            fail(table->position, join(path, "key_file"), "required key is missing (or jwks_file, or jwks_url)");
+            ok = false;
+        }
+    }
+    // Keys of the other kind of route are errors, not silently ignored
+    // (after a conflict, which kind was meant is unknown: not reported).
+    auto only_with = [&](const char* key, bool allowed, const char* why) {
+        if (const Node* node = table->find(key); node != nullptr && !allowed && !conflict) {
+            fail(node->position, join(path, key), why);
+            ok = false;
+        }
+    };
+    only_with("algorithm", !key_sets, "applies to key_file; with a JWK Set, list algorithms = [...]");
+    only_with("algorithms", key_sets || key_at == nullptr, "applies to a JWK Set (jwks_file or jwks_url); key_file takes algorithm");
+    only_with("jwks_refresh", jwks_url_at != nullptr || !key_sets, "applies to jwks_url only");
+    only_with("tls_ca", jwks_url_at != nullptr || !key_sets, "applies to jwks_url only");
+    if (!key_sets && key_at != nullptr) {
+        if (table->find("algorithm") == nullptr) {
+            missing(*table, join(path, "algorithm"));
+            ok = false;
+        } else if (!read_choice<jwt::Algorithm>(*table, path, "algorithm",
+                                                {{"HS256", jwt::Algorithm::HS256},
+                                                 {"RS256", jwt::Algorithm::RS256},
+                                                 {"ES256", jwt::Algorithm::ES256}},
+                                                options.algorithm)) {
+            ok = false;
+        }
     }
     std::string key_file;
-    const Node* key_node = read_string(*table, path, "key_file", key_file);
-    if (table->find("key_file") == nullptr) {
-        missing(*table, join(path, "key_file"));
+    const Node* key_node = key_at != nullptr ? read_string(*table, path, "key_file", key_file) : nullptr;
+    if (key_at != nullptr && key_node == nullptr) {
         ok = false;
-    } else if (key_node == nullptr) {
-        ok = false;
-    } else if (const int error = read_whole_file(key_file, options.key); error != 0) {
-        fail(key_node->position, join(path, "key_file"), "cannot read " + quote(key_file) + ": " + std::strerror(error));
-        ok = false;
+    } else if (key_node != nullptr && !key_sets) {
+        if (const int error = read_whole_file(key_file, options.key); error != 0) {
+            fail(key_node->position, join(path, "key_file"), "cannot read " + quote(key_file) + ": " + std::strerror(error));
+            ok = false;
+        }
     }
     std::string text;
     if (read_string(*table, path, "issuer", text)) options.issuer = text;
@@ -944,6 +983,14 @@ void Validator::route_auth(const Node& route, const std::string& route_path, Rou
     Duration leeway{};
     if (read_duration(*table, path, "leeway", leeway)) options.leeway_seconds = leeway.count() / 1000;
     RouteAuth auth;
+    {
+        const Node* host = route.find("host");
+        const Node* prefix = route.find("path_prefix");
+        auth.label = (host && host->kind == Kind::String ? host->string : "") +
+                     (prefix && prefix->kind == Kind::String ? prefix->string : "/");
+    }
+    read_bool(*table, path, "close_on_expiry", auth.close_on_expiry);
+    read_integer(*table, path, "max_sessions_per_subject", 0, kMaxInt, auth.max_sessions_per_subject);
     if (const Node* from = read_string(*table, path, "token_from", text)) {
         if (text == "header") {
             auth.token_from = TokenSource::Header;
@@ -960,7 +1007,18 @@ void Validator::route_auth(const Node& route, const std::string& route_path, Rou
         }
     }
     read_string_list(*table, path, "forward_claims", auth.forward_claims);
+    if (key_sets && ok) ok = route_key_set(*table, path, auth, options);
     if (!ok) return;
+    if (key_sets) {
+        auto verifier = jwt::Verifier::create_for_key_sets(options);
+        if (auto* problem = std::get_if<std::string>(&verifier)) {
+            fail(table->position, join(path, "algorithms"), *problem);
+            return;
+        }
+        auth.verifier = std::make_shared<const jwt::Verifier>(std::get<jwt::Verifier>(std::move(verifier)));
+        out.auth = std::move(auth);
+        return;
+    }
     auto verifier = jwt::Verifier::create(options);
     if (auto* problem = std::get_if<std::string>(&verifier)) {
         fail(key_node->position, join(path, "key_file"), *problem);
@@ -968,6 +1026,104 @@ void Validator::route_auth(const Node& route, const std::string& route_path, Rou
     }
     auth.verifier = std::make_shared<const jwt::Verifier>(std::get<jwt::Verifier>(std::move(verifier)));
     out.auth = std::move(auth);
+}
+
+// The JWK Set keys of [route.auth]: algorithms, jwks_file (read now, so
+// that -t checks it), or jwks_url + jwks_refresh + tls_ca. Fills
+// <options>.algorithms and <auth>.keys; false after reporting an error.
+bool Validator::route_key_set(const Node& table, const std::string& path, RouteAuth& auth, jwt::Options& options) {
+    bool ok = true;
+    options.algorithms = {jwt::Algorithm::RS256, jwt::Algorithm::RS384, jwt::Algorithm::RS512,
+                          jwt::Algorithm::PS256, jwt::Algorithm::ES256, jwt::Algorithm::ES384};
+    std::vector<std::string> names;
+    if (const Node* list = read_string_list(table, path, "algorithms", names)) {
+        options.algorithms.clear();
+        for (std::size_t i = 0; i < names.size(); ++i) {
+            const std::string at = join(path, "algorithms") + "[" + std::to_string(i) + "]";
+            auto algorithm = jwt::algorithm_from_string(names[i]);
+            if (names[i] == "none") {
+                fail(list->items[i].position, at, "\"none\" (unsigned tokens) is never accepted");
+                ok = false;
+            } else if (algorithm == jwt::Algorithm::HS256 || names[i].rfind("HS", 0) == 0) {
+                fail(list->items[i].position, at,
+                     quote(names[i]) + " needs a shared secret and is never used with a JWK Set (use key_file)");
+                ok = false;
+            } else if (!algorithm) {
+                fail(list->items[i].position, at,
+                     "expected \"RS256\", \"RS384\", \"RS512\", \"PS256\", \"ES256\" or \"ES384\", got " + quote(names[i]));
+                ok = false;
+            } else {
+                options.algorithms.push_back(*algorithm);
+            }
+        }
+        if (ok && options.algorithms.empty()) {
+            fail(list->position, join(path, "algorithms"), "must name at least one algorithm");
+            ok = false;
+        }
+    } else if (table.find("algorithms") != nullptr) {
+        ok = false;
+    }
+    jwks::Source::Origin origin;
+    origin.route = auth.label;
+    std::shared_ptr<const jwks::KeySet> loaded;
+    jwks::FileStamp stamp;
+    if (const Node* node = read_string(table, path, "jwks_file", origin.file)) {
+        auto file = jwks::load_file(origin.file);
+        if (auto* problem = std::get_if<std::string>(&file)) {
+            fail(node->position, join(path, "jwks_file"), *problem);
+            ok = false;
+        } else {
+            auto& result = std::get<jwks::LoadedFile>(file);
+            stamp = result.stamp;
+            loaded = std::make_shared<const jwks::KeySet>(std::move(result.set));
+        }
+    } else if (table.find("jwks_file") != nullptr) {
+        ok = false;
+    }
+    if (const Node* node = read_string(table, path, "jwks_url", origin.url)) {
+        if (auto https = jwks::parse_https_url(origin.url)) {
+            origin.https = std::move(*https);
+        } else {
+            fail(node->position, join(path, "jwks_url"),
+                 "expected an https:// URL (https://HOST[:PORT]/PATH), got " + quote(origin.url));
+            ok = false;
+        }
+        Duration refresh = std::chrono::minutes(5);
+        if (const Node* at = read_duration(table, path, "jwks_refresh", refresh)) {
+            if (refresh < std::chrono::seconds(1)) {
+                fail(at->position, join(path, "jwks_refresh"), "must be at least \"1s\", got " + quote(at->string));
+                ok = false;
+            }
+        } else if (table.find("jwks_refresh") != nullptr) {
+            ok = false;
+        }
+        origin.refresh_ms = refresh.count();
+        tls::ClientSettings settings;
+        const Node* ca = read_string(table, path, "tls_ca", settings.ca);
+        if (ca == nullptr && table.find("tls_ca") != nullptr) ok = false;
+        // An IP literal is verified as an IP SAN, a name as a DNS SAN.
+        SocketAddress ignored;
+        const std::string with_port =
+            (origin.https.host.find(':') != std::string::npos ? "[" + origin.https.host + "]" : origin.https.host) + ":1";
+        if (!address_problem(with_port, ignored).empty()) settings.server_name = origin.https.host;
+        if (ok) {
+            auto context = tls::ClientContext::create(settings);
+            if (auto* problem = std::get_if<std::string>(&context)) {
+                fail(ca != nullptr ? ca->position : node->position, join(path, ca != nullptr ? "tls_ca" : "jwks_url"),
+                     *problem);
+                ok = false;
+            } else {
+                origin.tls = std::get<std::shared_ptr<const tls::ClientContext>>(std::move(context));
+            }
+        }
+    }
+    if (!ok) return false;
+    auth.keys = std::make_shared<jwks::Source>(std::move(origin));
+    if (loaded) {
+        auth.keys->stamp = stamp;
+        auth.keys->publish(std::move(loaded));
+    }
+    return true;
 }
 
 // A route host: "" (any), a name or numeric address, or "*.domain"; stored

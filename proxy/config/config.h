@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "auth/jwt.h"
+#include "auth/key_source.h"
 #include "balance/chash.h"
 #include "net/cidr.h"
 #include "net/tls.h"
@@ -102,6 +103,12 @@ struct RouteAuth {
     TokenSource token_from = TokenSource::Header;  // Header: "Authorization: Bearer <token>"
     std::string token_name;                        // cookie or query parameter name
     std::vector<std::string> forward_claims;       // claim -> "X-Auth-<Claim>" header
+    // jwks_file / jwks_url: the route's JWK Set (the verifier then checks
+    // against keys->current()); nullptr with key_file.
+    std::shared_ptr<jwks::Source> keys;
+    std::string label;                        // "host/prefix", for logs and metrics
+    bool close_on_expiry = false;             // close 1008 when the token's exp passes
+    std::uint64_t max_sessions_per_subject = 0;  // 0 = unlimited
 };
 
 struct Route {

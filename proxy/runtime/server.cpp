@@ -39,6 +39,7 @@ Server::~Server() {
     resolver_.reset();
     admin_.reset();
     health_.reset();
+    jwks_.reset();
     for (event* e : signal_events_) event_free(e);
     if (workers_done_event_) event_free(workers_done_event_);
     if (trim_event_) event_free(trim_event_);
@@ -124,6 +125,8 @@ int Server::run() {
 
     health_ = std::make_unique<HealthChecker>(base_, *error_log_, [this] { ++health_transitions_; });
     health_->configure(shared_.current_generation());
+    jwks_ = std::make_unique<JwksFetcher>(base_, *error_log_, shared_.auth_metrics);
+    jwks_->configure(shared_.current_generation());
     admin_ = std::make_unique<AdminServer>(base_, *error_log_, [this](std::string_view method, std::string_view path) {
         return handle_admin(method, path);
     });
@@ -152,6 +155,7 @@ int Server::run() {
     resolver_.reset();
     admin_.reset();
     health_.reset();
+    jwks_.reset();
 
     if (joiner_.joinable()) joiner_.join();
     workers_.clear();
@@ -241,6 +245,7 @@ void Server::reload() {
     std::string error;
     if (!resolver_->configure(*file_config_, error)) error_log_->log(obs::Level::Error, "resolver: {}", error);
     publish(discovery::expand(*file_config_, resolver_->resolved()));
+    jwks_->configure(shared_.current_generation());
     error_log_->set_level(static_cast<obs::Level>(config_->log.level));
     configure_admin();
     ++reloads_ok_;

@@ -15,6 +15,7 @@
 #include "runtime/health.h"
 #include "runtime/upgrade.h"
 #include "runtime/resolver.h"
+#include "runtime/jwks_fetcher.h"
 #include "runtime/worker.h"
 
 namespace runtime {
@@ -74,6 +75,7 @@ private:
     std::uint64_t connections_peak_ = 0;    // most client connections since the last trim
     std::thread joiner_;
     std::unique_ptr<HealthChecker> health_;
+    std::unique_ptr<JwksFetcher> jwks_;
     std::unique_ptr<AdminServer> admin_;
     std::unique_ptr<Resolver> resolver_;
     std::uint64_t generation_number_ = 1;

@@ -20,7 +20,9 @@
 #include "net/proxy_protocol.h"
 #include "net/stream_socket.h"
 #include "net/tls.h"
+#include "protocol/cookie.h"
 #include "runtime/forward.h"
+#include "runtime/token_check.h"
 #include "runtime/worker.h"
 
 namespace runtime {
@@ -594,7 +596,10 @@ void Session::handle_request(const http1::RequestHead& request, std::size_t head
 bool Session::authorize(const config::Route& route, const http1::RequestHead& request, std::string& claim_key) {
     const config::RouteAuth& auth = *route.auth;
     Handshake& hs = *handshake_;
-    // A kept-alive connection authorises each request afresh.
+    // A kept-alive connection authorises each request afresh, and gives
+    // back the count its previous request took.
+    if (!subject_key.empty()) worker_.shared().subject_limits.release(subject_key);
+    subject_key.clear();
     hs.added_headers.clear();
     hs.added_storage.clear();
     hs.stripped_names.clear();
@@ -607,23 +612,22 @@ bool Session::authorize(const config::Route& route, const http1::RequestHead& re
             }
             break;
         case config::TokenSource::Cookie:
-            for (const http1::Header& h : request.headers) {
-                if (!http1::iequals(h.name, "cookie")) continue;
-                if (auto value = jwt::cookie_value(h.value, auth.token_name)) {
-                    token = std::string(*value);
-                    break;
-                }
-            }
+            if (auto value = cookie::find(request, auth.token_name)) token = std::string(*value);
             break;
         case config::TokenSource::Query: token = jwt::query_value(request.query, auth.token_name); break;
     }
     std::string_view problem = "missing token";
     jwt::Result result;
     if (token) {
-        result = auth.verifier->verify(*token, static_cast<std::int64_t>(std::time(nullptr)));
+        result = verify_route_token(auth, *token, static_cast<std::int64_t>(std::time(nullptr)));
         problem = result.error;
     }
+    if (token && result.ok && auth.max_sessions_per_subject > 0 && !result.claims.header_value("sub")) {
+        result.ok = false;  // max_sessions_per_subject has nothing to count it by
+        problem = result.error = "token has no subject";
+    }
     if (!token || !result.ok) {
+        worker_.shared().auth_metrics.auth_failure(auth.label, problem);
         worker_.log().log(obs::Level::Info, "session {}: token refused: {}", record_.request_id, problem);
         refuse(401, problem,
                "WWW-Authenticate: Bearer realm=\"wsgate\", error=\"invalid_token\", error_description=\"" +
@@ -631,6 +635,12 @@ bool Session::authorize(const config::Route& route, const http1::RequestHead& re
         return false;
     }
     record_.subject = result.claims.header_value("sub").value_or("");
+    if (!admit_subject(auth)) return false;
+    if (auth.close_on_expiry) {
+        const auto wall = std::chrono::system_clock::now().time_since_epoch();
+        expire_at_ms_ = expiry_deadline_ms(result.claims, worker_.now_ms(),
+                                           std::chrono::duration_cast<std::chrono::milliseconds>(wall).count());
+    }
     for (const std::string& claim : auth.forward_claims) {
         if (auto value = result.claims.header_value(claim)) {
             hs.added_storage.push_back(forward::claim_header_name(claim));
@@ -645,6 +655,22 @@ bool Session::authorize(const config::Route& route, const http1::RequestHead& re
     for (const std::string& claim : auth.forward_claims) hs.stripped_names.push_back(forward::claim_header_name(claim));
     const config::Pool& pool = generation_->config().pools[route.pool_index];
     if (pool.hash.source == chash::KeySource::Claim) claim_key = result.claims.header_value(pool.hash.name).value_or("");
+    return true;
+}
+
+// max_sessions_per_subject: counts this session against its verified
+// subject on this route (released by the worker when the session ends), or
+// answers 429.
+bool Session::admit_subject(const config::RouteAuth& auth) {
+    SubjectLimits& limits = worker_.shared().subject_limits;
+    if (auth.max_sessions_per_subject == 0) return true;
+    std::string key = SubjectLimits::key(auth.label, record_.subject);
+    if (!limits.acquire(key, auth.max_sessions_per_subject)) {
+        worker_.shared().auth_metrics.subject_limit_refusal();
+        refuse(429, "too many sessions for this user", "Retry-After: 10\r\n");
+        return false;
+    }
+    subject_key = std::move(key);
     return true;
 }
 
@@ -1399,7 +1425,7 @@ bool Session::monitors(Side side) const {
 
 std::int64_t Session::next_tunnel_deadline() const {
     const config::Config& config = generation_->config();
-    std::int64_t next = drain_at_ms_;
+    std::int64_t next = std::min(drain_at_ms_, expire_at_ms_);
     if (config.timeouts.idle.count() > 0) next = std::min(next, last_activity_ms_ + config.timeouts.idle.count());
     for (Side side : {Side::Client, Side::Backend}) {
         if (!monitors(side)) continue;
@@ -1427,6 +1453,12 @@ void Session::on_tunnel_timer() {
         send_close(Side::Client, ws::close_code::going_away, "upgrade");
         send_close(Side::Backend, ws::close_code::going_away, "upgrade");
         begin_closing("upgrade", "proxy", ws::close_code::going_away);
+        return;
+    }
+    if (now >= expire_at_ms_) {
+        send_close(Side::Client, ws::close_code::policy_violation, "token expired");
+        send_close(Side::Backend, ws::close_code::going_away, "token expired");
+        begin_closing("token expired", "proxy", ws::close_code::policy_violation);
         return;
     }
     if (now >= drain_at_ms_) {

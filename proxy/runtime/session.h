@@ -84,6 +84,7 @@ public:
     Session* next = nullptr;  // the worker's intrusive list
     Session* prev = nullptr;
     std::string per_ip_key;   // set by the worker when counted against max_connections_per_ip
+    std::string subject_key;  // counted against max_sessions_per_subject (released by the worker)
     // Set by the worker before start(): accepted over server.max_connections
     // on a TLS listener and not counted in Shared::connections. Once admitted
     // (TLS handshake done, PROXY header read) the client gets 503.
@@ -187,6 +188,7 @@ private:
     void admit_client();
     void read_request();
     bool authorize(const config::Route& route, const http1::RequestHead& request, std::string& claim_key);
+    bool admit_subject(const config::RouteAuth& auth);
     void handle_request(const http1::RequestHead& request, std::size_t head_bytes);
     void try_connect();
     void connect_tls(int fd, const config::Backend& backend);
@@ -281,6 +283,7 @@ private:
     std::int64_t last_activity_ms_ = 0;  // last frame either way, ours excluded
     std::int64_t drain_at_ms_ = INT64_MAX;  // close with 1012 then (reload removed the back end)
     std::uint16_t drain_code_ = ws::close_code::service_restart;  // 1001 after hand_off()
+    std::int64_t expire_at_ms_ = INT64_MAX;  // close with 1008 then (close_on_expiry: the token's exp)
     obs::AccessRecord record_;
 };
 

@@ -313,6 +313,7 @@ void Worker::session_finished(Session* session) {
         auto it = shared_.per_ip.find(session->per_ip_key);
         if (it != shared_.per_ip.end() && --it->second == 0) shared_.per_ip.erase(it);
     }
+    if (!session->subject_key.empty()) shared_.subject_limits.release(session->subject_key);
     if (session->over_limit) {
         --tls_refusals_;
     } else {

@@ -18,10 +18,12 @@
 #include <event2/listener.h>
 
 #include "observability/access_log.h"
+#include "observability/auth_metrics.h"
 #include "observability/error_log.h"
 #include "observability/metrics.h"
 #include "net/token_bucket.h"
 #include "runtime/generation.h"
+#include "runtime/subject_limits.h"
 #include "runtime/upstream_pool.h"
 
 namespace upgrade {
@@ -56,6 +58,11 @@ struct Shared {
     std::unique_ptr<net::TokenBucket> handshake_bucket;
     double handshake_rate = 0;
     std::uint32_t handshake_burst = 0;
+
+    // Token authentication: refusals and JWK Set metrics, and
+    // max_sessions_per_subject counts (touched at handshakes and session ends).
+    obs::AuthMetrics auth_metrics;
+    SubjectLimits subject_limits;
 
     // The newest generation; workers adopt it when notified.
     std::mutex generation_mutex;

@@ -102,6 +102,10 @@ def algorithm_case(algorithm):
         check_eq(b.events("open"), [], f"{algorithm}: back-end sessions opened by refused tokens")
 
         # Valid tokens: exp within the leeway, aud as a list, and the plain one.
+        # The clock is read again: generating the other keys and sending the
+        # refusals above can take seconds on a loaded machine, and exp = now - 2
+        # must still be within the 5 s leeway when it arrives.
+        now = int(time.time())
         valid = [keys.token(), keys.token(exp=now - 2), keys.token(aud=["billing", AUDIENCE])]
         for token in valid:
             seen = json.loads(ask_backend(gw.port, "headers", extra=bearer(token)))

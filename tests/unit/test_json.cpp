@@ -1,4 +1,10 @@
+// auth/json: nlohmann-json driven through its SAX interface with wsgate's
+// limits. The grammar is the library's; what is tested here is that the
+// strictness a security boundary needs holds: duplicate names, depth, size,
+// UTF-8, and nothing outside RFC 8259.
 #include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
 
 #include <string>
 
@@ -20,7 +26,7 @@ std::string parse_error(std::string_view text, const json::Limits& limits = {}) 
 
 }  // namespace
 
-TEST_CASE("JSON values of every kind round-trip through serialize") {
+TEST_CASE("JSON values of every kind parse and serialise compactly") {
     struct Case {
         const char* input;
         const char* compact;
@@ -30,17 +36,9 @@ TEST_CASE("JSON values of every kind round-trip through serialize") {
         {" true ", "true"},
         {"false", "false"},
         {"0", "0"},
-        {"-0", "0"},
         {"42", "42"},
         {"-17", "-17"},
-        {"1.5e3", "1500"},
-        {"1E2", "100"},
-        {"0.1", "0.1"},
-        {"-2.5", "-2.5"},
-        {"1e-7", "1e-07"},
-        {"1e300", "1e+300"},
-        {"9007199254740991", "9007199254740991"},
-        {"9007199254740993", "9007199254740992"},  // nearest double, then 2^53 is not "small"
+        {"9007199254740993", "9007199254740993"},  // integers stay exact
         {"\"\"", "\"\""},
         {"\"a\\\"b\\\\c\\/d\"", "\"a\\\"b\\\\c/d\""},
         {"\"\\b\\f\\n\\r\\t\"", "\"\\b\\f\\n\\r\\t\""},
@@ -56,99 +54,98 @@ TEST_CASE("JSON values of every kind round-trip through serialize") {
     };
     for (const auto& c : cases) {
         CAPTURE(c.input);
-        CHECK(json::serialize(parse_ok(c.input)) == c.compact);
+        CHECK(parse_ok(c.input).dump() == c.compact);
     }
 }
 
-TEST_CASE("JSON numbers keep the double and a canonical text") {
-    auto v = parse_ok("{\"sub\": 42, \"exp\": 1300819380.5, \"neg\": -1e2}");
-    REQUIRE(v.kind == json::Value::Kind::Object);
-    REQUIRE(v.find("sub") != nullptr);
-    CHECK(v.find("sub")->number == 42);
-    CHECK(v.find("sub")->text == "42");
-    CHECK(v.find("exp")->number == 1300819380.5);
-    CHECK(v.find("exp")->text == "1300819380.5");
-    CHECK(v.find("neg")->text == "-100");
-    CHECK(v.find("missing") == nullptr);
+TEST_CASE("JSON text_of renders claims as one line of text") {
+    auto v = parse_ok(
+        "{\"sub\": 42, \"exp\": 1300819380.5, \"neg\": -1e2, \"f\": 1.5e3, \"s\": \"x\\ty\", \"b\": true,"
+        " \"n\": null, \"a\": [1, \"two\"], \"o\": {\"k\": 0.25}, \"big\": 1e300, \"u\": 18446744073709551615}");
+    CHECK(json::text_of(v["sub"]) == "42");
+    CHECK(json::text_of(v["exp"]) == "1300819380.5");
+    CHECK(json::text_of(v["neg"]) == "-100");
+    CHECK(json::text_of(v["f"]) == "1500");
+    CHECK(json::text_of(v["s"]) == "x\ty");
+    CHECK(json::text_of(v["b"]) == "true");
+    CHECK(json::text_of(v["n"]) == "null");
+    CHECK(json::text_of(v["a"]) == "[1,\"two\"]");
+    CHECK(json::text_of(v["o"]) == "{\"k\":0.25}");
+    CHECK(json::text_of(v["big"]) == "1e+300");
+    CHECK(json::text_of(v["u"]) == "18446744073709551615");
     CHECK(json::number_text(-0.0) == "0");
     CHECK(json::number_text(0.25) == "0.25");
     CHECK(json::number_text(9007199254740992.0) == "9007199254740992");
     CHECK(json::number_text(1e21) == "1e+21");
 }
 
-TEST_CASE("JSON object members keep input order") {
-    auto v = parse_ok("{\"z\":1,\"a\":2,\"m\":3}");
-    REQUIRE(v.members.size() == 3);
-    CHECK(v.members[0].name == "z");
-    CHECK(v.members[1].name == "a");
-    CHECK(v.members[2].name == "m");
+TEST_CASE("JSON duplicate member names are refused at every depth") {
+    CHECK(parse_error("{\"a\":1,\"a\":2}") == "duplicate member name \"a\"");
+    CHECK(parse_error("{\"alg\":\"RS256\",\"x\":{},\"alg\":\"none\"}") == "duplicate member name \"alg\"");
+    CHECK(parse_error("[{\"k\":{\"z\":1,\"z\":1}}]") == "duplicate member name \"z\"");
+    // The same name in sibling objects is not a duplicate.
+    CHECK(parse_error("[{\"a\":1},{\"a\":2}]") == "accepted");
+    CHECK(parse_error("{\"a\":{\"a\":1}}") == "accepted");
+    // Names compare after unescaping: "\u0061" is "a".
+    CHECK(parse_error("{\"a\":1,\"\\u0061\":2}") == "duplicate member name \"a\"");
 }
 
-TEST_CASE("JSON parser refuses everything outside RFC 8259, with the byte offset") {
-    struct Case {
-        const char* input;
-        const char* reason;
+TEST_CASE("JSON parser refuses everything outside RFC 8259, including bad UTF-8") {
+    const char* refused[] = {
+        "", "   ", "nul", "True", "{} {}", "01", "+1", "-", "1.", ".5", "1e", "1e+", "NaN", "Infinity", "1e400",
+        "[1,]", "[1 2]", "[1", "{\"a\":1,}", "{\"a\" 1}", "{\"a\":1 \"b\":2}", "{\"a\":1", "{a:1}", "{'a':1}",
+        "\"abc", "\"a\nb\"", "\"\\x\"", "\"\\u12\"", "\"\\u12G4\"",
+        "\"\\udc00\"",        // lone low surrogate
+        "\"\\ud800\"",        // lone high surrogate
+        "\"\\ud800\\u0041\"",  // high surrogate + non-surrogate
+        "\"\xc0\xaf\"",          // overlong '/'
+        "\"\xe0\x80\xaf\"",      // overlong
+        "\"\xed\xa0\x80\"",      // encoded surrogate
+        "\"\xf4\x90\x80\x80\"",  // above U+10FFFF
+        "\"\xff\"", "\"\xc3\"", "\"\xe2\x82\"", "\xc3\xa9",
+        "/* c */ 1", "1 // c", "[1] ,",
     };
-    const Case cases[] = {
-        {"", "unexpected end at byte 0"},
-        {"   ", "unexpected end at byte 3"},
-        {"nul", "invalid literal at byte 0"},
-        {"True", "unexpected character at byte 0"},
-        {"{} {}", "trailing characters at byte 3"},
-        {"01", "trailing characters at byte 1"},
-        {"+1", "unexpected character at byte 0"},
-        {"-", "invalid number at byte 1"},
-        {"1.", "invalid number at byte 2"},
-        {".5", "unexpected character at byte 0"},
-        {"1e", "invalid number at byte 2"},
-        {"1e+", "invalid number at byte 3"},
-        {"NaN", "unexpected character at byte 0"},
-        {"1e400", "number out of range at byte 0"},
-        {"[1,]", "unexpected character at byte 3"},
-        {"[1 2]", "expected ',' or ']' at byte 3"},
-        {"[1", "unterminated array at byte 2"},
-        {"{\"a\":1,}", "expected a member name at byte 7"},
-        {"{\"a\" 1}", "expected ':' at byte 5"},
-        {"{\"a\":1 \"b\":2}", "expected ',' or '}' at byte 7"},
-        {"{\"a\":1", "unterminated object at byte 6"},
-        {"{a:1}", "expected a member name at byte 1"},
-        {"{'a':1}", "expected a member name at byte 1"},
-        {"{\"a\":1,\"a\":2}", "duplicate member name at byte 7"},
-        {"\"abc", "unterminated string at byte 4"},
-        {"\"a\nb\"", "control character in string at byte 2"},
-        {"\"\\x\"", "invalid escape at byte 2"},
-        {"\"\\u12\"", "invalid \\u escape at byte 3"},
-        {"\"\\u12G4\"", "invalid \\u escape at byte 3"},
-        {"\"\\udc00\"", "unpaired surrogate at byte 7"},
-        {"\"\\ud800\"", "unpaired surrogate at byte 7"},
-        {"\"\\ud800\\u0041\"", "unpaired surrogate at byte 13"},
-        {"\"\xc0\xaf\"", "invalid UTF-8 at byte 1"},          // overlong '/'
-        {"\"\xe0\x80\xaf\"", "invalid UTF-8 at byte 1"},      // overlong
-        {"\"\xed\xa0\x80\"", "invalid UTF-8 at byte 1"},      // encoded surrogate
-        {"\"\xf4\x90\x80\x80\"", "invalid UTF-8 at byte 1"},  // above U+10FFFF
-        {"\"\xff\"", "invalid UTF-8 at byte 1"},
-        {"\"\xc3\"", "invalid UTF-8 at byte 1"},
-        {"\"\xe2\x82\"", "invalid UTF-8 at byte 1"},
-        {"\xc3\xa9", "unexpected character at byte 0"},
-        {"/* c */ 1", "unexpected character at byte 0"},
-    };
-    for (const auto& c : cases) {
-        CAPTURE(c.input);
-        CHECK(parse_error(c.input) == c.reason);
+    for (const char* input : refused) {
+        CAPTURE(input);
+        const std::string reason = parse_error(input);
+        CHECK(reason != "accepted");
+        CHECK(reason.find("json.exception") == std::string::npos);  // the library's id is cut off
+        CHECK_FALSE(reason.empty());
     }
-    CHECK(parse_error(std::string_view("\"a\0b\"", 5)) == "control character in string at byte 2");
+    CHECK(parse_error(std::string_view("\"a\0b\"", 5)) != "accepted");
+    // nlohmann alone would stop at a NUL and accept "1": the wrapper refuses it.
+    CHECK(parse_error(std::string_view("1\0", 2)) == "NUL byte at byte 1");
+    CHECK(parse_error(std::string_view("{}\0{\"a\":1}", 10)) == "NUL byte at byte 2");
+    // The reason locates the problem for the log.
+    CHECK(parse_error("[1,]").find("column 4") != std::string::npos);
+    CHECK(parse_error("\"\xff\"").find("UTF-8") != std::string::npos);
 }
 
 TEST_CASE("JSON size and depth limits") {
     json::Limits limits{.max_bytes = 10, .max_depth = 3};
     CHECK(parse_error("[[[1]]]", limits) == "accepted");
-    CHECK(parse_error("[[[[1]]]]", limits) == "nesting deeper than the limit at byte 3");
+    CHECK(parse_error("[[[[1]]]]", limits) == "nesting deeper than 3 levels");
     CHECK(parse_error("{\"a\":{\"b\":{\"c\":{}}}}", json::Limits{.max_bytes = 100, .max_depth = 3}) ==
-          "nesting deeper than the limit at byte 15");
+          "nesting deeper than 3 levels");
+    CHECK(parse_error("[{},[],{}]", json::Limits{.max_bytes = 100, .max_depth = 2}) == "accepted");
     CHECK(parse_error("\"0123456789\"", limits) == "document larger than the limit");
     CHECK(parse_error("\"01234567\"", limits) == "accepted");
-    // Deep hostile input is refused, not recursed into.
+    // Deep hostile input is refused, not recursed into (the SAX parser
+    // itself keeps an explicit stack; the builder stops at the bound).
     std::string deep(100000, '[');
-    CHECK(parse_error(deep, json::Limits{.max_bytes = 200000, .max_depth = 16}) ==
-          "nesting deeper than the limit at byte 16");
+    CHECK(parse_error(deep, json::Limits{.max_bytes = 200000, .max_depth = 16}) == "nesting deeper than 16 levels");
+    std::string deep_objects;
+    for (int i = 0; i < 1000; ++i) deep_objects += "{\"a\":";
+    CHECK(parse_error(deep_objects, json::Limits{.max_bytes = 200000, .max_depth = 16}) ==
+          "nesting deeper than 16 levels");
+}
+
+TEST_CASE("JSON parse -> dump -> parse is stable") {
+    const char* docs[] = {"{\"a\":[1,2.5,-3e-7,\"\\u00e9\"],\"b\":{\"c\":null}}", "[0.1,1e300,123456789012345678]",
+                          "\"\xf0\x9f\x98\x80\""};
+    for (const char* doc : docs) {
+        CAPTURE(doc);
+        const std::string once = parse_ok(doc).dump();
+        CHECK(parse_ok(once).dump() == once);
+    }
 }
