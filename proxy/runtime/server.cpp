@@ -25,6 +25,14 @@ constexpr rlim_t kDescriptorReserve = 64;
 // must have fallen from their peak for a trim to be worth its cost.
 constexpr int kTrimIntervalSeconds = 5;
 constexpr std::uint64_t kTrimMinDrop = 256;
+// Hands the process's resumption state to <config>'s TLS listeners before
+// the generation is published: tickets and cached sessions survive reloads.
+void share_tls_sessions(const config::Config& config, tls::SessionStore& store) {
+    for (const config::Listener& listener : config.listeners) {
+        if (listener.tls) listener.tls->share_sessions(store, listener.listen.text);
+    }
+}
+
 }  // namespace
 
 Server::Server(std::string config_path, std::shared_ptr<const config::Config> config)
@@ -74,6 +82,7 @@ int Server::run() {
     error_log_ = std::make_unique<obs::ErrorLog>(*error_sink_, static_cast<obs::Level>(config_->log.level));
     shared_.error_log = error_log_.get();
     shared_.access_sink = access_sink_.get();
+    share_tls_sessions(*config_, tls_sessions_);
     shared_.generation = std::make_shared<const Generation>(config_, generation_number_, nullptr);
 
     signal(SIGPIPE, SIG_IGN);
@@ -199,6 +208,7 @@ void Server::reload() {
         return;
     }
     auto config = std::get<std::shared_ptr<const config::Config>>(result);
+    share_tls_sessions(*config, tls_sessions_);
     auto previous = shared_.current_generation();
     auto next = std::make_shared<const Generation>(config, ++generation_number_, previous.get());
     {
