@@ -294,6 +294,11 @@ int ServerContext::on_ticket_key(SSL* ssl, unsigned char* name, unsigned char* i
             case TicketKeyRing::Match::Previous: result = 2; break;
             case TicketKeyRing::Match::Current: break;
         }
+        // TLS 1.3: always issue a fresh ticket on resumption (as nginx
+        // does); OpenSSL sends none otherwise, and clients that treat
+        // tickets as single-use (RFC 8446 §C.4) would fall back to a full
+        // handshake on their next connect.
+        if (SSL_version(ssl) == TLS1_3_VERSION) result = 2;
         if (EVP_DecryptInit_ex(cipher, ticket_cipher(), nullptr, key.aes.data(), iv) != 1) result = -1;
     }
     char digest[] = "SHA256";
