@@ -429,6 +429,7 @@ private:
     void limits(const Node& root, Limits& out);
     void pools(const Node& root, std::vector<Pool>& out);
     void listener_tls(const Node& table, const std::string& path, Listener& out);
+    bool listener_tls_resumption(const Node& table, const std::string& path, tls::ServerSettings& out);
     void pool_tls(const Node& table, const std::string& path, bool needed, Pool& out);
     void route_auth(const Node& table, const std::string& path, Route& out);
     bool route_key_set(const Node& table, const std::string& path, RouteAuth& auth, jwt::Options& options);
@@ -844,7 +845,9 @@ void Validator::listener_tls(const Node& listener, const std::string& listener_p
     const Node* table = typed(listener, listener_path, "tls", Kind::Table, "a table ([listener.tls])");
     if (table == nullptr) return;
     const std::string path = join(listener_path, "tls");
-    check_keys(*table, path, {"cert", "key", "min_version", "sni"});
+    check_keys(*table, path,
+               {"cert", "key", "min_version", "sni", "ciphers", "ciphersuites", "groups", "ticket_key_file",
+                "session_cache", "session_timeout"});
     tls::ServerSettings settings;
     bool ok = true;
     for (auto [key, field] : {std::pair{"cert", &settings.main.cert}, std::pair{"key", &settings.main.key}}) {
@@ -866,6 +869,7 @@ void Validator::listener_tls(const Node& listener, const std::string& listener_p
             ok = false;
         }
     }
+    if (!listener_tls_resumption(*table, path, settings)) ok = false;
     for (const auto& [i, entry] : tables(*table, path, "sni", "listener.tls.sni")) {
         const std::string entry_path = join(path, indexed("sni", i));
         check_keys(*entry, entry_path, {"server_name", "cert", "key"});
@@ -888,6 +892,41 @@ void Validator::listener_tls(const Node& listener, const std::string& listener_p
         return;
     }
     out.tls = std::get<std::shared_ptr<const tls::ServerContext>>(std::move(context));
+}
+
+// The cipher profile and resumption keys of [listener.tls]; false after an error.
+bool Validator::listener_tls_resumption(const Node& table, const std::string& path, tls::ServerSettings& out) {
+    const std::size_t errors = errors_.size();
+    using Check = std::string (*)(const std::string&);
+    for (auto [key, field, check] : {std::tuple{"ciphers", &out.ciphers, Check{&tls::check_ciphers}},
+                                     std::tuple{"ciphersuites", &out.ciphersuites, Check{&tls::check_ciphersuites}},
+                                     std::tuple{"groups", &out.groups, Check{&tls::check_groups}}}) {
+        if (const Node* node = read_string(table, path, key, *field)) {
+            std::string problem = check(*field);
+            if (!problem.empty()) fail(node->position, join(path, key), problem);
+        }
+    }
+    if (const Node* node = read_string(table, path, "ticket_key_file", out.ticket_key_file)) {
+        auto key = tls::read_ticket_key_file(out.ticket_key_file);
+        if (auto* problem = std::get_if<std::string>(&key)) {
+            fail(node->position, join(path, "ticket_key_file"), *problem);
+        } else {
+            out.ticket_key = std::get<tls::TicketKey>(key);
+        }
+    }
+    read_integer(table, path, "session_cache", 0, 10000000, out.session_cache);
+    Duration timeout{};
+    if (const Node* node = read_duration(table, path, "session_timeout", timeout)) {
+        // RFC 8446 §4.6.1: a ticket lifetime of at most 7 days; the key ring
+        // keeps a generated key one rotation per hour of it, so one day.
+        if (timeout < std::chrono::seconds(1) || timeout > std::chrono::hours(24)) {
+            fail(node->position, join(path, "session_timeout"),
+                 "must be between 1s and 24h, got " + quote(node->string));
+        } else {
+            out.session_timeout = std::chrono::duration_cast<std::chrono::seconds>(timeout);
+        }
+    }
+    return errors_.size() == errors;
 }
 
 void Validator::pool_tls(const Node& pool, const std::string& pool_path, bool needed, Pool& out) {

@@ -3,14 +3,18 @@
 // certificates for new handshakes while established sessions keep theirs.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
 #include <vector>
 
 #include <openssl/ssl.h>
+
+#include "net/tls_session.h"
 
 namespace tls {
 
@@ -24,11 +28,34 @@ struct SniEntry {
     CertificatePair pair;
 };
 
+// Mozilla's "intermediate" profile (v5.7) without its DHE suites: TLS 1.2
+// with ECDHE key exchange and AEAD ciphers only; all of TLS 1.3.
+inline constexpr const char* kDefaultCiphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+inline constexpr const char* kDefaultCiphersuites =
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+inline constexpr const char* kDefaultGroups = "X25519:prime256v1:secp384r1";
+
 struct ServerSettings {
     CertificatePair main;        // default certificate (no SNI, or no match)
     std::vector<SniEntry> sni;
     int min_version = TLS1_2_VERSION;
+    std::string ciphers = kDefaultCiphers;            // TLS 1.2 cipher list (OpenSSL syntax)
+    std::string ciphersuites = kDefaultCiphersuites;  // TLS 1.3 suites
+    std::string groups = kDefaultGroups;              // key exchange groups
+    std::optional<TicketKey> ticket_key{};  // from ticket_key_file; unset = generated, rotating keys
+    std::string ticket_key_file{};        // its path, as written
+    std::size_t session_cache = 20000;    // sessions kept by ID; 0 = no ID resumption
+    std::chrono::seconds session_timeout{300};
 };
+
+// "" when OpenSSL accepts <list> as a TLS 1.2 cipher list (ciphers), TLS 1.3
+// suites (ciphersuites) or groups and it selects at least one; else the
+// reason, for a config error at the key.
+std::string check_ciphers(const std::string& list);
+std::string check_ciphersuites(const std::string& list);
+std::string check_groups(const std::string& list);
 
 // True when <name> (an SNI host name) matches <pattern>: equal ignoring case,
 // or <pattern> "*.suffix" and <name> is exactly one label followed by
@@ -36,9 +63,10 @@ struct ServerSettings {
 bool server_name_matches(std::string_view pattern, std::string_view name);
 
 // Listener side: a default SSL_CTX plus one per SNI entry, chosen in the
-// servername callback. Modern defaults: TLS 1.2+, OpenSSL's default secure
-// cipher lists, ALPN "http/1.1", session cache and tickets on,
-// SSL_MODE_RELEASE_BUFFERS so that idle TLS sessions hold no record buffers.
+// servername callback. Defaults: TLS 1.2+, the intermediate profile above,
+// ALPN "http/1.1", SSL_MODE_RELEASE_BUFFERS so that idle TLS sessions hold
+// no record buffers, and resumption by tickets (our key ring, nginx's
+// ticket format) and by session ID.
 class ServerContext {
 public:
     // Loads and checks every pair (the key must match its certificate).
@@ -51,12 +79,31 @@ public:
     // A fresh SSL for an accepted connection.
     SSL* new_ssl() const;
 
+    // Resumes from <store>'s state instead of this context's own: its
+    // rotating ring (or, with ticket_key_file, the key ring of <listener>,
+    // the listen address) and the session cache of <listener>. Call once, before the context serves a
+    // handshake (the Server does it before it publishes a generation); until
+    // then tickets use a ring private to this context and IDs an internal
+    // cache, which is all a unit test or `--check` needs.
+    void share_sessions(SessionStore& store, const std::string& listener) const;
+
+    const TicketKeyRing& tickets() const { return *tickets_; }
+
 private:
     ServerContext() = default;
     static int on_servername(SSL* ssl, int* alert, void* self);
+    static int on_ticket_key(SSL* ssl, unsigned char* name, unsigned char* iv, EVP_CIPHER_CTX* cipher,
+                             EVP_MAC_CTX* mac, int encrypt);
+    static int on_new_session(SSL* ssl, SSL_SESSION* session);
+    static SSL_SESSION* on_get_session(SSL* ssl, const unsigned char* id, int length, int* copy);
+    static const ServerContext* from(SSL* ssl);
 
     SSL_CTX* default_ = nullptr;
     std::vector<std::pair<std::string, SSL_CTX*>> sni_;
+    ServerSettings settings_;
+    // Written by share_sessions() before any handshake, read-only after.
+    mutable std::shared_ptr<TicketKeyRing> tickets_;
+    mutable std::shared_ptr<SessionCache> cache_;  // null: OpenSSL's internal cache
 };
 
 struct ClientSettings {

@@ -27,6 +27,14 @@ constexpr rlim_t kDescriptorReserve = 64;
 // must have fallen from their peak for a trim to be worth its cost.
 constexpr int kTrimIntervalSeconds = 5;
 constexpr std::uint64_t kTrimMinDrop = 256;
+// Hands the process's resumption state to <config>'s TLS listeners before
+// the generation is published: tickets and cached sessions survive reloads.
+void share_tls_sessions(const config::Config& config, tls::SessionStore& store) {
+    for (const config::Listener& listener : config.listeners) {
+        if (listener.tls) listener.tls->share_sessions(store, listener.listen.text);
+    }
+}
+
 }  // namespace
 
 Server::Server(std::string config_path, std::shared_ptr<const config::Config> config)
@@ -81,6 +89,7 @@ int Server::run() {
     error_log_ = std::make_unique<obs::ErrorLog>(*error_sink_, static_cast<obs::Level>(config_->log.level));
     shared_.error_log = error_log_.get();
     shared_.access_sink = access_sink_.get();
+    share_tls_sessions(*config_, tls_sessions_);
     shared_.generation = std::make_shared<const Generation>(config_, generation_number_, nullptr);
     if (!inherited_.load_from_environment(error)) {
         error_log_->log(obs::Level::Error, "binary upgrade: {}", error);
@@ -240,6 +249,7 @@ void Server::reload() {
         return;
     }
     file_config_ = std::get<std::shared_ptr<const config::Config>>(result);
+    share_tls_sessions(*file_config_, tls_sessions_);
     // Names followed before keep their members: a reload that changes
     // unrelated keys builds the same pools and moves no key.
     std::string error;

@@ -2,6 +2,7 @@
 // the workers; it never touches a session.
 #pragma once
 
+#include <ctime>
 #include <memory>
 #include <string>
 #include <vector>
@@ -79,6 +80,7 @@ private:
     std::unique_ptr<AdminServer> admin_;
     std::unique_ptr<Resolver> resolver_;
     std::uint64_t generation_number_ = 1;
+    tls::SessionStore tls_sessions_{static_cast<std::int64_t>(std::time(nullptr))};  // ticket keys, session caches
     std::uint64_t reloads_ok_ = 0;
     std::uint64_t reloads_failed_ = 0;
     std::uint64_t health_transitions_ = 0;

@@ -13,6 +13,16 @@
 //              them, answers pings, optionally sends its own pings every
 //              --ping-interval seconds, and reports how many stayed open.
 // --warmup S runs traffic before the measured window (echo, handshake).
+//   storm      opens --connections N sessions like idle, each with its own
+//              query "?k=ID" (so a hashing proxy spreads them), prints
+//              {"event":"all_open"} when all are open, then for --duration
+//              seconds reconnects every session the server closes, at once;
+//              reports reconnects, failed attempts (retried after 100 ms),
+//              reconnect latency (close seen -> 101) and the peak
+//              reconnects per second (1 s sliding window, 100 ms steps).
+// --resume (with --tls) keeps each connection's session and offers it on the
+// next connect (tickets or session ID, whatever the server gave); the report
+// counts the TLS handshakes that were resumed.
 // --tls speaks wss: TLS (OpenSSL defaults, so TLS 1.3 where the server offers
 // it) under every connection, with SNI --sni NAME (default "localhost") and
 // no certificate verification; every connection does a full handshake (no
@@ -51,7 +61,7 @@ namespace {
 
 using namespace wsbench;
 
-enum class Mode { Echo, Handshake, Idle };
+enum class Mode { Echo, Handshake, Idle, Storm };
 
 struct Options {
     std::string host = "127.0.0.1";
@@ -71,6 +81,7 @@ struct Options {
     std::vector<int> cpu_pids;
     std::vector<int> rss_pids;
     bool tls = false;
+    bool resume = false;
     std::string sni = "localhost";
 };
 
@@ -175,6 +186,8 @@ struct Conn {
     std::vector<std::uint8_t> fragments;  // a fragmented message being reassembled
     std::uint8_t fragment_opcode = 0;
     event* close_timer = nullptr;
+    SSL_SESSION* session = nullptr;  // --resume: offered on the next connect
+    std::uint64_t reconnect_ns = 0;  // storm: when the server's close was seen (0 = first connect)
 };
 
 class Loadgen {
@@ -193,15 +206,26 @@ public:
             // A benchmark against a throwaway self-signed certificate: nothing to verify.
             SSL_CTX_set_verify(tls_, SSL_VERIFY_NONE, nullptr);
             SSL_CTX_set_mode(tls_, SSL_MODE_RELEASE_BUFFERS);
-            // Full handshakes only: no client-side session cache to resume from.
-            SSL_CTX_set_session_cache_mode(tls_, SSL_SESS_CACHE_OFF);
+            // No client-side cache: --resume keeps one session per connection
+            // itself, the latest one the server gave it (the new-session
+            // callback is where OpenSSL hands over TLS 1.3 tickets; OpenSSL's
+            // client uses a TLS 1.3 ticket once), and offers it next time.
+            if (opt_.resume) {
+                SSL_CTX_set_session_cache_mode(tls_, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+                SSL_CTX_sess_set_new_cb(tls_, &Loadgen::on_new_session);
+            } else {
+                SSL_CTX_set_session_cache_mode(tls_, SSL_SESS_CACHE_OFF);
+            }
         }
         addr_.sin_family = AF_INET;
         addr_.sin_port = htons(static_cast<std::uint16_t>(opt_.port));
         inet_pton(AF_INET, opt_.host.c_str(), &addr_.sin_addr);
     }
     ~Loadgen() {
-        for (auto& c : conns_) release(c.get());
+        for (auto& c : conns_) {
+            release(c.get());
+            if (c->session) SSL_SESSION_free(c->session);
+        }
         if (tick_) event_free(tick_);
         event_base_free(base_);
         if (tls_) SSL_CTX_free(tls_);
@@ -231,6 +255,18 @@ private:
     static void close_timeout_cb(evutil_socket_t, short, void* arg);
     static void tick_cb(evutil_socket_t, short, void* arg);
     static void reopen_cb(evutil_socket_t, short, void* arg);
+    // Our own index: libevent's bufferevent_openssl uses the SSL's app data.
+    static int conn_index() {
+        static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+        return index;
+    }
+    static int on_new_session(SSL* ssl, SSL_SESSION* session) {
+        auto* c = static_cast<Conn*>(SSL_get_ex_data(ssl, conn_index()));
+        if (c == nullptr) return 0;
+        if (c->session) SSL_SESSION_free(c->session);
+        c->session = session;  // keeps OpenSSL's reference
+        return 1;
+    }
 
     // --- phases ---
     void tick();
@@ -278,6 +314,11 @@ private:
     std::uint64_t pings_answered_ = 0;
     std::string first_error_;
     Histogram latency_;
+    std::uint64_t tls_handshakes_ = 0;   // measured window
+    std::uint64_t resumed_ = 0;          // of those, resumed
+    std::uint64_t reconnects_ = 0;       // storm: completed reconnects
+    std::uint64_t failed_reconnects_ = 0;
+    std::vector<std::uint32_t> buckets_;  // storm: reconnects per 100 ms of the window
 
     std::uint64_t cpu_start_ = 0;
     std::uint64_t cpu_end_ = 0;
@@ -289,6 +330,8 @@ void Loadgen::open(Conn* c) {
     if (tls_) {
         SSL* ssl = SSL_new(tls_);
         SSL_set_tlsext_host_name(ssl, opt_.sni.c_str());
+        SSL_set_ex_data(ssl, conn_index(), c);
+        if (opt_.resume && c->session) SSL_set_session(ssl, c->session);
         // BEV_EVENT_CONNECTED then means "TLS handshake complete".
         c->bev = bufferevent_openssl_socket_new(base_, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
                                                 BEV_OPT_CLOSE_ON_FREE);
@@ -315,6 +358,12 @@ void Loadgen::release(Conn* c) {
         c->close_timer = nullptr;
     }
     if (c->bev) {
+        // SSL_free of a connection that sent no close_notify marks its
+        // session not resumable (ssl_clear_bad_session); the session kept for
+        // --resume is that very object, so the connection counts as shut down.
+        if (tls_ && opt_.resume) {
+            SSL_set_shutdown(bufferevent_openssl_get_ssl(c->bev), SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+        }
         bufferevent_free(c->bev);
         c->bev = nullptr;
     }
@@ -322,6 +371,23 @@ void Loadgen::release(Conn* c) {
 
 void Loadgen::fail(Conn* c, const char* why) {
     if (finished_) return;
+    if (opt_.mode == Mode::Storm && measuring_) {
+        // The server closed an open session: reconnect at once. A reconnect
+        // that fails is retried after 100 ms (the latency keeps counting).
+        const bool was_open = c->state == ConnState::Open;
+        release(c);
+        c->state = ConnState::Done;
+        timeval tv{0, 0};
+        if (was_open) {
+            c->reconnect_ns = now_ns();
+        } else {
+            ++failed_reconnects_;
+            if (first_error_.empty()) first_error_ = why;
+            tv.tv_usec = 100000;
+        }
+        event_base_once(base_, -1, EV_TIMEOUT, reopen_cb, c, &tv);
+        return;
+    }
     const bool counted = c->state != ConnState::Done;
     const bool was_connecting = c->state == ConnState::Connecting || c->state == ConnState::Handshaking;
     release(c);
@@ -337,7 +403,7 @@ void Loadgen::fail(Conn* c, const char* why) {
         event_base_once(base_, -1, EV_TIMEOUT, reopen_cb, c, &tv);
     } else if (was_connecting && counted) {
         --connecting_;
-        if (opt_.mode == Mode::Idle) tick();
+        if (opt_.mode == Mode::Idle || opt_.mode == Mode::Storm) tick();
     }
 }
 
@@ -348,7 +414,8 @@ void Loadgen::send_request(Conn* c) {
     std::memcpy(raw + 8, &b, 8);
     const std::string key = base64(raw, sizeof raw);
     c->expected_accept = accept_key(key);
-    std::string req = "GET " + opt_.path + " HTTP/1.1\r\nHost: " + opt_.host + ":" + std::to_string(opt_.port) +
+    const std::string path = opt_.mode == Mode::Storm ? opt_.path + "?k=" + std::to_string(c->id) : opt_.path;
+    std::string req = "GET " + path + " HTTP/1.1\r\nHost: " + opt_.host + ":" + std::to_string(opt_.port) +
                       "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + key +
                       "\r\nSec-WebSocket-Version: 13\r\n\r\n";
     bufferevent_write(c->bev, req.data(), req.size());
@@ -399,6 +466,21 @@ void Loadgen::on_open(Conn* c) {
         ++opened_;
         --connecting_;
         tick();
+        break;
+    case Mode::Storm:
+        if (c->reconnect_ns == 0) {
+            ++opened_;
+            --connecting_;
+            tick();
+        } else if (measuring_) {
+            const std::uint64_t now = now_ns();
+            ++reconnects_;
+            latency_.record(now - c->reconnect_ns);
+            const std::size_t bucket = static_cast<std::size_t>((now - measure_start_ns_) / 100000000ull);
+            if (bucket >= buckets_.size()) buckets_.resize(bucket + 1, 0);
+            ++buckets_[bucket];
+            c->reconnect_ns = 0;
+        }
         break;
     }
 }
@@ -551,6 +633,10 @@ void Loadgen::event_cb(bufferevent* bev, short what, void* arg) {
             g->tls_version_ = SSL_get_version(ssl);
             g->tls_cipher_ = SSL_get_cipher_name(ssl);
         }
+        if (g->tls_ && g->measuring_) {
+            ++g->tls_handshakes_;
+            if (SSL_session_reused(bufferevent_openssl_get_ssl(bev))) ++g->resumed_;
+        }
         g->send_request(c);
         return;
     }
@@ -586,7 +672,23 @@ void Loadgen::tick() {
     const std::uint64_t now = now_ns();
     const auto secs = [](double s) { return static_cast<std::uint64_t>(s * 1e9); };
 
-    if (opt_.mode == Mode::Idle) {
+    if (opt_.mode == Mode::Storm) {
+        while (attempted_ < conns_.size() && connecting_ < opt_.connectors) {
+            Conn* c = conns_[attempted_++].get();
+            ++connecting_;
+            open(c);
+            if (finished_) return;
+        }
+        const bool all = attempted_ == conns_.size() && connecting_ == 0;
+        // Opening is bounded: after 120 s the window starts with what is open.
+        if (!measuring_ && (all || now >= launch_ns_ + secs(120))) {
+            all_open_ns_ = now;
+            std::printf("{\"event\":\"all_open\",\"opened\":%u,\"errors\":%llu}\n", opened_,
+                        static_cast<unsigned long long>(errors_));
+            std::fflush(stdout);
+            begin_measure();
+        }
+    } else if (opt_.mode == Mode::Idle) {
         while (attempted_ < conns_.size() && connecting_ < opt_.connectors) {
             Conn* c = conns_[attempted_++].get();
             ++connecting_;
@@ -630,6 +732,7 @@ void Loadgen::tick() {
 void Loadgen::begin_measure() {
     measuring_ = true;
     messages_ = bytes_ = mismatches_ = handshakes_ = sent_ = 0;
+    tls_handshakes_ = resumed_ = 0;
     latency_.clear();
     cpu_start_ = read_cpu_ns(opt_.cpu_pids);
     measure_start_ns_ = now_ns();
@@ -652,7 +755,7 @@ int Loadgen::run() {
     }
     rss_before_ = read_rss_kib(opt_.rss_pids);
     launch_ns_ = now_ns();
-    if (opt_.mode != Mode::Idle) {
+    if (opt_.mode != Mode::Idle && opt_.mode != Mode::Storm) {
         for (auto& c : conns_) open(c.get());
     }
     tick_ = event_new(base_, -1, EV_PERSIST, tick_cb, this);
@@ -676,6 +779,7 @@ void Loadgen::report() const {
     case Mode::Echo: ops = messages_; break;
     case Mode::Handshake: ops = handshakes_; mode = "handshake"; break;
     case Mode::Idle: ops = 0; mode = "idle"; break;
+    case Mode::Storm: ops = reconnects_; mode = "storm"; break;
     }
     std::ostringstream o;
     o.setf(std::ios::fixed);
@@ -705,6 +809,22 @@ void Loadgen::report() const {
             o << ",\"rss_kib_per_session\":"
               << (static_cast<double>(rss_after_) - static_cast<double>(rss_before_)) / opened_;
     }
+    if (opt_.tls) {
+        o << ",\"tls_handshakes\":" << tls_handshakes_ << ",\"resumed\":" << resumed_;
+        if (tls_handshakes_) o << ",\"resumed_share\":" << static_cast<double>(resumed_) / static_cast<double>(tls_handshakes_);
+    }
+    if (opt_.mode == Mode::Storm) {
+        std::uint64_t peak = 0;
+        for (std::size_t i = 0; i < buckets_.size(); ++i) {
+            std::uint64_t window = 0;
+            for (std::size_t j = i; j < std::min(buckets_.size(), i + 10); ++j) window += buckets_[j];
+            peak = std::max(peak, window);
+        }
+        unsigned closed = 0;
+        for (const auto& c : conns_) closed += c->state != ConnState::Open;
+        o << ",\"reconnects\":" << reconnects_ << ",\"failed_reconnects\":" << failed_reconnects_
+          << ",\"peak_handshakes_per_s\":" << peak << ",\"still_closed\":" << closed;
+    }
     if (opt_.tls) o << ",\"tls_version\":\"" << tls_version_ << "\",\"tls_cipher\":\"" << tls_cipher_ << "\"";
     o << ",\"opened\":" << opened_ << "}";
     std::printf("%s\n", o.str().c_str());
@@ -714,10 +834,10 @@ void Loadgen::report() const {
 [[noreturn]] void usage(const char* why) {
     std::fprintf(stderr,
                  "ws_loadgen: %s\nusage: ws_loadgen --port PORT [--host 127.0.0.1] [--path /]\n"
-                 "  [--mode echo|handshake|idle] [--connections N] [--connectors N] [--size BYTES>=16]\n"
+                 "  [--mode echo|handshake|idle|storm] [--connections N] [--connectors N] [--size BYTES>=16]\n"
                  "  [--window W] [--duration S] [--warmup S] [--messages COUNT] [--settle S]\n"
                  "  [--ping-interval S] [--cpu-pid P[,P..]] [--rss-pid P[,P..]] [--seed N]\n"
-                 "  [--tls] [--sni NAME]\n",
+                 "  [--tls] [--sni NAME] [--resume]  (--mode storm: see the top of ws_loadgen.cpp)\n",
                  why);
     std::exit(2);
 }
@@ -739,6 +859,10 @@ Options parse(int argc, char** argv) {
             o.tls = true;
             continue;
         }
+        if (a == "--resume") {
+            o.resume = true;
+            continue;
+        }
         if (i + 1 >= argc) usage(("missing value for " + a).c_str());
         const std::string v = argv[++i];
         if (a == "--host") o.host = v;
@@ -748,6 +872,7 @@ Options parse(int argc, char** argv) {
             if (v == "echo") o.mode = Mode::Echo;
             else if (v == "handshake") o.mode = Mode::Handshake;
             else if (v == "idle") o.mode = Mode::Idle;
+            else if (v == "storm") o.mode = Mode::Storm;
             else usage("unknown mode");
         } else if (a == "--connections") o.connections = static_cast<unsigned>(std::atoi(v.c_str()));
         else if (a == "--connectors") o.connectors = static_cast<unsigned>(std::atoi(v.c_str()));

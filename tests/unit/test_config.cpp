@@ -758,3 +758,33 @@ TEST_CASE("config: plain HTTP settings: sticky_cookie, timeouts.keepalive and ti
     CHECK(load_error("[timeouts]\nkeepalive = \"soon\"\n" + base("")) ==
           "t.toml:2:13: timeouts.keepalive: expected a duration: a non-negative integer and a unit ms, s, m or h, as in \"30s\", got \"soon\"");
 }
+
+TEST_CASE("config: [listener.tls] cipher profile and resumption keys") {
+    const std::string key_file = "/tmp/wsgate-test-" + std::to_string(getpid()) + "-short.key";
+    std::ofstream(key_file, std::ios::binary) << std::string(48, 'k');
+    const auto errors = load_errors(
+        "[[listener]]\nlisten = \"127.0.0.1:8443\"\n[listener.tls]\ncert = \"/nonexistent.crt\"\nkey = \"/nonexistent.key\"\n"
+        "ciphers = \"ECDHE-RSA-AES128-GCM-SHA256:RC5\"\n"
+        "ciphersuites = \"TLS_AES_999\"\n"
+        "groups = \"X25519:P-999\"\n"
+        "ticket_key_file = \"" + key_file + "\"\n"
+        "session_cache = -1\n"
+        "session_timeout = \"25h\"\n"
+        "session_tickets = true\n"
+        "[[pool]]\nname = \"main\"\n[[pool.backend]]\naddress = \"127.0.0.1:9001\"\n");
+    std::remove(key_file.c_str());
+    REQUIRE(errors.size() == 7);
+    CHECK(errors[0] == "t.toml:6:11: listener[0].tls.ciphers: unknown cipher \"RC5\"");
+    CHECK(errors[1] == "t.toml:7:16: listener[0].tls.ciphersuites: unknown TLS 1.3 cipher suite \"TLS_AES_999\"");
+    CHECK(errors[2] == "t.toml:8:10: listener[0].tls.groups: unknown group \"P-999\"");
+    CHECK(errors[3] == "t.toml:9:19: listener[0].tls.ticket_key_file: " + key_file +
+                           ": ticket key file must be exactly 80 bytes (made with `openssl rand 80`), got 48");
+    CHECK(errors[4] == "t.toml:10:17: listener[0].tls.session_cache: must be between 0 and 10000000, got -1");
+    CHECK(errors[5] == "t.toml:11:19: listener[0].tls.session_timeout: must be between 1s and 24h, got \"25h\"");
+    CHECK(errors[6].rfind("t.toml:12:1: listener[0].tls.session_tickets: unknown key (expected ", 0) == 0);
+    CHECK(load_error("[[listener]]\nlisten = \"127.0.0.1:8443\"\n[listener.tls]\ncert = \"/x.crt\"\nkey = \"/x.key\"\n"
+                     "ticket_key_file = \"/nonexistent.key80\"\n"
+                     "[[pool]]\nname = \"main\"\n[[pool.backend]]\naddress = \"127.0.0.1:9001\"\n") ==
+          "t.toml:6:19: listener[0].tls.ticket_key_file: /nonexistent.key80: cannot open ticket key file: "
+          "No such file or directory");
+}

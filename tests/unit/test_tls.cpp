@@ -12,33 +12,7 @@
 #include "net/tls.h"
 #include "tls_support.h"
 
-namespace {
-
-// A throwaway self-signed certificate and key written to /tmp.
-struct SelfSigned {
-    std::string cert;
-    std::string key;
-    SelfSigned(const std::string& name, const std::string& common_name) {
-        cert = "/tmp/wsgate-test-" + std::to_string(getpid()) + "-" + name + ".crt";
-        key = "/tmp/wsgate-test-" + std::to_string(getpid()) + "-" + name + ".key";
-        EVP_PKEY* pkey = EVP_EC_gen("P-256");
-        X509* x = tls_test::self_signed_certificate(pkey, common_name);
-        FILE* f = std::fopen(cert.c_str(), "w");
-        PEM_write_X509(f, x);
-        std::fclose(f);
-        f = std::fopen(key.c_str(), "w");
-        PEM_write_PrivateKey(f, pkey, nullptr, nullptr, 0, nullptr, nullptr);
-        std::fclose(f);
-        X509_free(x);
-        EVP_PKEY_free(pkey);
-    }
-    ~SelfSigned() {
-        std::remove(cert.c_str());
-        std::remove(key.c_str());
-    }
-};
-
-}  // namespace
+using tls_test::SelfSigned;
 
 TEST_CASE("SNI patterns: exact names ignore case, a wildcard covers exactly one label") {
     CHECK(tls::server_name_matches("chat.example.com", "chat.example.com"));

@@ -1,9 +1,13 @@
 // Helpers shared by the TLS tests: throwaway self-signed certificates.
 #pragma once
 
+#include <unistd.h>
+
+#include <cstdio>
 #include <string>
 
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/x509.h>
 
 namespace tls_test {
@@ -25,5 +29,32 @@ inline X509* self_signed_certificate(EVP_PKEY* key, const std::string& common_na
     X509_sign(cert, key, EVP_sha256());
     return cert;
 }
+
+// A throwaway self-signed P-256 certificate and key written to /tmp,
+// removed again by the destructor.
+struct SelfSigned {
+    std::string cert;
+    std::string key;
+    SelfSigned(const std::string& name, const std::string& common_name) {
+        cert = "/tmp/wsgate-test-" + std::to_string(getpid()) + "-" + name + ".crt";
+        key = "/tmp/wsgate-test-" + std::to_string(getpid()) + "-" + name + ".key";
+        EVP_PKEY* pkey = EVP_EC_gen("P-256");
+        X509* x = self_signed_certificate(pkey, common_name);
+        FILE* f = std::fopen(cert.c_str(), "w");
+        PEM_write_X509(f, x);
+        std::fclose(f);
+        f = std::fopen(key.c_str(), "w");
+        PEM_write_PrivateKey(f, pkey, nullptr, nullptr, 0, nullptr, nullptr);
+        std::fclose(f);
+        X509_free(x);
+        EVP_PKEY_free(pkey);
+    }
+    ~SelfSigned() {
+        std::remove(cert.c_str());
+        std::remove(key.c_str());
+    }
+    SelfSigned(const SelfSigned&) = delete;
+    SelfSigned& operator=(const SelfSigned&) = delete;
+};
 
 }  // namespace tls_test
