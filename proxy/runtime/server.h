@@ -12,6 +12,7 @@
 #include "observability/error_log.h"
 #include "observability/log_sink.h"
 #include "runtime/admin.h"
+#include "runtime/admin_api.h"
 #include "runtime/health.h"
 #include "runtime/worker.h"
 
@@ -37,7 +38,7 @@ private:
     void begin_shutdown();
     void raise_fd_limit();
     void configure_admin();
-    AdminResponse handle_admin(std::string_view method, std::string_view path);
+    std::string metrics_text() const;
     obs::ProcessSnapshot snapshot() const;
     std::string status_json() const;
 
@@ -57,6 +58,7 @@ private:
     std::thread joiner_;
     std::unique_ptr<HealthChecker> health_;
     std::unique_ptr<AdminServer> admin_;
+    std::unique_ptr<AdminApi> admin_api_;
     std::uint64_t generation_number_ = 1;
     std::uint64_t reloads_ok_ = 0;
     std::uint64_t reloads_failed_ = 0;

@@ -80,6 +80,8 @@ public:
     // generation, or to stop accepting and close every session gracefully.
     void notify_generation();
     void notify_shutdown();
+    // The operator drained or enabled a back end (BackendState::draining).
+    void notify_backends();
 
     // For sessions.
     event_base* base() const { return base_; }
@@ -135,6 +137,7 @@ private:
     void adopt_generation();
     void reconcile_listeners();
     void drain_removed_backends();
+    void apply_backend_drains();
     void begin_shutdown();
     void close_listeners();
     void maybe_exit();
@@ -153,6 +156,7 @@ private:
     event* accept_resume_ = nullptr;  // re-enables listeners after EMFILE
     std::atomic<bool> generation_pending_{false};
     std::atomic<bool> shutdown_pending_{false};
+    std::atomic<bool> backends_pending_{false};
     bool shutting_down_ = false;
     Session* sessions_ = nullptr;     // intrusive list head
     std::size_t session_count_ = 0;

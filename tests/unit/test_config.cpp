@@ -267,9 +267,9 @@ TEST_CASE("config: unknown keys at every level") {
     CHECK(load_error(base("[server]\nwrkers = 2\n")) ==
           "t.toml:8:1: server.wrkers: unknown key (expected workers, max_connections or drain_timeout)");
     CHECK(load_error(base("[log]\nacces = \"-\"\n")) ==
-          "t.toml:8:1: log.acces: unknown key (expected access, format, error or level)");
+          "t.toml:8:1: log.acces: unknown key (expected access, format, error, level or empty_connections)");
     CHECK(load_error(base("[admin]\nlisten = \"127.0.0.1:9090\"\nport = 1\n")) ==
-          "t.toml:9:1: admin.port: unknown key (expected listen)");
+          "t.toml:9:1: admin.port: unknown key (expected listen or token)");
     CHECK(load_error(base("[timeouts]\nread = \"1s\"\n")) ==
           "t.toml:8:1: timeouts.read: unknown key (expected handshake, connect, idle, keepalive or response)");
     CHECK(load_error(base("[heartbeat]\nintervall = \"1s\"\n")) ==
@@ -757,4 +757,19 @@ TEST_CASE("config: plain HTTP settings: sticky_cookie, timeouts.keepalive and ti
           "t.toml:2:12: timeouts.response: must be greater than 0s, got \"0s\"");
     CHECK(load_error("[timeouts]\nkeepalive = \"soon\"\n" + base("")) ==
           "t.toml:2:13: timeouts.keepalive: expected a duration: a non-negative integer and a unit ms, s, m or h, as in \"30s\", got \"soon\"");
+}
+
+TEST_CASE("config: admin.token and log.empty_connections") {
+    const auto defaults = load_ok(kBase);
+    CHECK(defaults->admin.token.empty());
+    CHECK_FALSE(defaults->log.empty_connections);
+    const auto cfg = load_ok(base("[admin]\nlisten = \"127.0.0.1:9090\"\ntoken = \"s3cret\"\n[log]\nempty_connections = true\n"));
+    CHECK(cfg->admin.token == "s3cret");
+    CHECK(cfg->log.empty_connections);
+    CHECK(load_error(base("[admin]\nlisten = \"127.0.0.1:9090\"\ntoken = \"\"\n")) ==
+          "t.toml:9:9: admin.token: expected a non-empty secret (or no token key at all)");
+    CHECK(load_error(base("[admin]\nlisten = \"127.0.0.1:9090\"\ntoken = 12\n")) ==
+          "t.toml:9:9: admin.token: expected a string, got an integer");
+    CHECK(load_error(base("[log]\nempty_connections = \"no\"\n")) ==
+          "t.toml:8:21: log.empty_connections: expected true or false, got a string");
 }
