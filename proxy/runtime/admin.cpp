@@ -34,7 +34,9 @@ struct AdminServer::Connection {
 
     void respond(const AdminResponse& r, bool head_only) {
         std::string out = fmt::format(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{}Connection: close\r\n\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n"
+            // The dashboard may load and fetch from this listener only.
+            "Content-Security-Policy: default-src 'self'\r\nX-Content-Type-Options: nosniff\r\n{}Connection: close\r\n\r\n",
             r.status, http1::reason_phrase(r.status), r.content_type, r.body.size(),
             r.allow.empty() ? std::string() : "Allow: " + r.allow + "\r\n");
         if (!head_only) out += r.body;
