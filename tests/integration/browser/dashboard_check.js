@@ -6,7 +6,7 @@
 "use strict";
 
 const readline = require("readline");
-const { chromium } = require("playwright-core");
+const { check, launch, main } = require("./checks");
 
 const WAIT_MS = 10000;
 const FOLLOW_MS = 5000;   // the page must show new sessions within this
@@ -24,19 +24,6 @@ function parse_args(argv) {
   }
   if (!args.admin) throw new Error("--admin URL is required");
   return args;
-}
-
-let failures = 0;
-async function check(name, body) {
-  try {
-    const detail = await body();
-    console.log(`PASS ${name}${detail ? `: ${detail}` : ""}`);
-    return true;
-  } catch (error) {
-    failures += 1;
-    console.log(`FAIL ${name}: ${String(error.message || error).split("\n")[0]}`);
-    return false;
-  }
 }
 
 const input = readline.createInterface({ input: process.stdin });
@@ -74,13 +61,7 @@ async function table(page) {
 
 async function run(args) {
   const origin = new URL(args.admin).origin;
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    timeout: 30000,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launch();
   try {
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     const page = await context.newPage();
@@ -183,28 +164,4 @@ async function run(args) {
   }
 }
 
-async function main() {
-  let args;
-  try {
-    args = parse_args(process.argv);
-  } catch (error) {
-    console.log(`FAIL dashboard: ${error.message}`);
-    return 1;
-  }
-  const watchdog = setTimeout(() => {
-    console.log(`FAIL dashboard: gave up after ${args.budgetMs} ms`);
-    process.exit(1);
-  }, args.budgetMs);
-  try {
-    await run(args);
-  } catch (error) {
-    failures += 1;
-    console.log(`FAIL dashboard: ${String(error.message || error).split("\n")[0]}`);
-  } finally {
-    clearTimeout(watchdog);
-    input.close();
-  }
-  return failures ? 1 : 0;
-}
-
-main().then((code) => process.exit(code));
+main("dashboard", parse_args, run, () => input.close());
