@@ -171,8 +171,10 @@ function nice_max(value) {
 }
 
 // Draws <keys>' series (lines; <bars> for per-interval counts) on canvas <id>
-// and their names with colours in legend <legend_id>.
-function draw(id, legend_id, keys, bars = []) {
+// and their names with colours in legend <legend_id>. With <dashed>, lines
+// after the first are dashed, so that equal series (an echo's messages each
+// way) stay visible.
+function draw(id, legend_id, keys, bars = [], dashed = false) {
   const canvas = $(id);
   const ratio = window.devicePixelRatio || 1;
   const width = canvas.clientWidth || canvas.width;
@@ -228,6 +230,7 @@ function draw(id, legend_id, keys, bars = []) {
     const c = PALETTE[colour++ % PALETTE.length];
     g.strokeStyle = c;
     g.lineWidth = 1.5;
+    g.setLineDash(dashed && key !== keys[0] ? [5, 4] : []);
     g.beginPath();
     let started = false;
     values.forEach((v, i) => {
@@ -256,7 +259,7 @@ function draw_all() {
   const keys = [...history.series.keys()];
   draw("c-sessions", "l-sessions", ["connections", ...keys.filter((k) => k.startsWith("sessions "))]);
   draw("c-handshakes", "l-handshakes", ["handshakes/s"]);
-  draw("c-messages", "l-messages", ["client→back end", "back end→client"]);
+  draw("c-messages", "l-messages", ["client→back end", "back end→client"], [], true);
   draw("c-closes", "l-closes", keys.filter((k) => k.startsWith("close ")).sort());
   draw("c-heartbeat", "l-heartbeat", ["heartbeat failures/s"], ["reloads"]);
 }
