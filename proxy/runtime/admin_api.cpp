@@ -89,7 +89,10 @@ AdminResponse AdminApi::control_backend(const admin_route::Route& route) {
         }
     }
     const std::uint64_t active = state.active.load(std::memory_order_relaxed);
-    const bool up = state.healthy.load(std::memory_order_relaxed);
+    // As /status says it: healthy by active checks, not in a passive cooldown.
+    const std::int64_t now = workers_.empty() ? 0 : workers_.front()->now_ms();
+    const bool up = state.healthy.load(std::memory_order_relaxed) &&
+                    state.down_until_ms.load(std::memory_order_relaxed) <= now;
     std::string body = fmt::format("{{\"pool\":{},\"id\":{},\"state\":\"{}\",\"active_sessions\":{}", quoted(route.pool),
                                    quoted(route.backend), admin_route::backend_state(up, drain, active), active);
     if (drain) body += fmt::format(",\"within_ms\":{}", window);

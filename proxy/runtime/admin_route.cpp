@@ -83,9 +83,11 @@ bool percent_decode(std::string_view segment, std::string& out) {
             int lo = hex_value(segment[i + 2]);
             if (hi < 0 || lo < 0) return false;
             c = static_cast<char>(hi * 16 + lo);
-            if (c == '/' || c == '\0') return false;
+            if (c == '/') return false;
             i += 2;
         }
+        // Names are printable: a control byte, raw or escaped, names nothing.
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return false;
         out += c;
     }
     return true;

@@ -43,7 +43,8 @@ struct Route {
 Route route(std::string_view method, std::string_view path, std::string_view query);
 
 // Decodes %XX escapes of one path segment into <out>; false on a malformed
-// escape or a decoded '/' or NUL (a segment names one thing).
+// escape, a decoded '/' (a segment names one thing) or a control byte (raw
+// or escaped: names are printable).
 bool percent_decode(std::string_view segment, std::string& out);
 
 // Whether the Authorization header value <authorization> is

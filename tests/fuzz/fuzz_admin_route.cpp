@@ -1,7 +1,7 @@
 // libFuzzer target for the admin router: input is "METHOD\nPATH\nQUERY".
 // Whatever it is, the route is one of the documented statuses with a reason
 // when refused, an Allow list with every 405, decoded names that hold no '/'
-// or NUL, and a within only for a drain. bearer_matches never accepts a
+// or control byte, and a within only for a drain. bearer_matches never accepts a
 // token that differs from the header's.
 #include <cstddef>
 #include <cstdint>
@@ -25,7 +25,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             if (!r.write() && method != "GET" && method != "HEAD") __builtin_trap();
             if (r.write() && (r.pool.empty() || r.backend.empty())) __builtin_trap();
             for (char c : r.pool + r.backend) {
-                if (c == '/' || c == '\0') __builtin_trap();
+                if (c == '/' || static_cast<unsigned char>(c) < 0x20 || c == 0x7f) __builtin_trap();
             }
             if (r.within && r.endpoint != admin_route::Endpoint::Drain) __builtin_trap();
             break;

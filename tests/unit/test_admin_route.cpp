@@ -93,10 +93,10 @@ TEST_CASE("admin routes: bad parameters and escapes are 400 with a reason") {
     }
 }
 
-TEST_CASE("percent_decode: every escape, upper and lower case") {
+TEST_CASE("percent_decode: every escape, upper and lower case; no control byte") {
     std::string out;
-    for (int byte = 1; byte < 256; ++byte) {
-        if (byte == '/') continue;
+    for (int byte = 0x20; byte < 256; ++byte) {
+        if (byte == '/' || byte == 0x7f) continue;
         for (const char* format : {"%%%02X", "%%%02x"}) {
             char escaped[8];
             std::snprintf(escaped, sizeof escaped, format, byte);
@@ -107,7 +107,14 @@ TEST_CASE("percent_decode: every escape, upper and lower case") {
     CHECK(admin_route::percent_decode("plain-name_1.2", out));
     CHECK(out == "plain-name_1.2");
     CHECK_FALSE(admin_route::percent_decode("%2F", out));
-    CHECK_FALSE(admin_route::percent_decode("%00", out));
+    for (int byte = 0; byte < 0x20; ++byte) {
+        char escaped[8];
+        std::snprintf(escaped, sizeof escaped, "%%%02X", byte);
+        CHECK_FALSE(admin_route::percent_decode(escaped, out));
+        CHECK_FALSE(admin_route::percent_decode(std::string("a") + static_cast<char>(byte), out));
+    }
+    CHECK_FALSE(admin_route::percent_decode("%7F", out));
+    CHECK_FALSE(admin_route::percent_decode("\x7f", out));
     CHECK_FALSE(admin_route::percent_decode("%g0", out));
     CHECK_FALSE(admin_route::percent_decode("ab%4", out));
 }
