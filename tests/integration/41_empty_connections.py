@@ -9,7 +9,8 @@ import time
 from contextlib import ExitStack
 
 from harness import (HOST, Backend, Wsgate, check, check_eq, free_port, main,
-                     scrape, test, wait_until, whoami)
+                     new_tmpdir, scrape, test, wait_until, whoami)
+from tlsutil import Ca, gateway_config
 
 
 def probes(port):
@@ -66,6 +67,44 @@ def empty_connections_logged_when_asked():
     check_eq(len(entries), 4, f"access-log lines: {entries}")
     check_eq(sum(1 for e in entries if e.get("status") == 101), 1, "sessions logged")
     return "4 lines, 2 of them empty connections"
+
+
+@test(timeout=40)
+def tls_listener_probes_and_garbage():
+    """On a TLS listener: a connect-and-close and a silent client (closed at
+    the 1 s handshake timeout) are empty, not logged, counted; a client that
+    sends bytes that are not TLS is not empty: its failed handshake is
+    logged."""
+    ca = Ca(new_tmpdir("pki"))
+    cert, key = ca.issue("gw.test", dns=["gw.test"], ips=[HOST])
+    with ExitStack() as stack:
+        b1 = stack.enter_context(Backend("echo", id="b1"))
+        admin_port = free_port()
+        text = gateway_config([{"listen": f"{HOST}:@PORT@", "tls": {"cert": cert, "key": key}}],
+                              [{"name": "main", "backends": [b1]}], timeouts={"handshake": "1s"})
+        gw = stack.enter_context(Wsgate(text + f'\n[admin]\nlisten = "{HOST}:{admin_port}"\n'))
+        socket.create_connection((HOST, gw.port), timeout=5).close()
+        silent = socket.create_connection((HOST, gw.port), timeout=5)
+        try:
+            check_eq(silent.recv(1), b"", "a silent TLS client is closed at the handshake timeout")
+        finally:
+            silent.close()
+        garbage = socket.create_connection((HOST, gw.port), timeout=5)
+        try:
+            garbage.sendall(b"hello, not TLS\r\n\r\n")
+            try:
+                garbage.recv(4096)
+            except OSError:
+                pass
+        finally:
+            garbage.close()
+        check(wait_until(lambda: scrape(admin_port).get("wsgate_empty_connections_total") == 2, 5),
+              f"wsgate_empty_connections_total = {scrape(admin_port).get('wsgate_empty_connections_total')}")
+        entries = gw.access_log_entries(wait_for=1, timeout=5)
+        time.sleep(0.3)
+        entries = gw.access_log_entries(wait_for=1, timeout=1)
+        check_eq(len(entries), 1, f"access-log lines (only the garbage client): {entries}")
+        return f"2 empty TLS connections counted; the garbage one logged ({entries[0].get('reason')!r})"
 
 
 if __name__ == "__main__":

@@ -217,7 +217,8 @@ def token_guards_posts_only():
     """[admin] token = "SECRET": POST without Authorization, with a wrong
     token (shorter, longer, same length, another scheme) is 401 JSON and
     drains nothing; "Bearer SECRET" is 200; GET /status, /metrics and the
-    dashboard need no token."""
+    dashboard need no token. wsgate-ctl exits 1 with the 401 on stderr
+    without the token, and passes it from $WSGATE_ADMIN_TOKEN or -t."""
     with ExitStack() as stack:
         b1, b2, b3 = (stack.enter_context(Backend("echo", id=f"b{i}")) for i in (1, 2, 3))
         admin_port = free_port()
@@ -234,8 +235,15 @@ def token_guards_posts_only():
         check_eq(backend_state(admin_status(admin_port), "main", "b2"), "up", "b2 after refused POSTs")
         for get in ("/status", "/metrics", "/healthz", "/"):
             check_eq(http_get(admin_port, get)[0], 200, f"GET {get} without a token")
+        refused = ctl(admin_port, "drain", "main", "b2", "1s", expect_ok=False)
+        check_eq(refused.returncode, 1, f"wsgate-ctl drain without the token (stderr {refused.stderr.strip()!r})")
+        check("401" in refused.stderr, f"wsgate-ctl's refusal: {refused.stderr.strip()!r}")
         status, _, doc = admin_request(admin_port, "POST", path, token="SECRET")
         check_eq((status, doc.get("state")), (200, "drained"), "POST with the token (no session on b2)")
+        check_eq(json.loads(ctl(admin_port, "enable", "main", "b2", token="SECRET")).get("state"), "up",
+                 "wsgate-ctl enable with $WSGATE_ADMIN_TOKEN")
+        check_eq(json.loads(ctl(admin_port, "-t", "SECRET", "drain", "main", "b2", "1s")).get("state"), "drained",
+                 "wsgate-ctl -t SECRET drain")
         status, _, doc = admin_request(admin_port, "POST", "/pools/main/backends/b2/enable", token="SECRET")
         check_eq((status, doc.get("state")), (200, "up"), "enable with the token")
         return "8 wrong tokens and Basic refused; the right one accepted"
@@ -305,11 +313,16 @@ def reload_keeps_drain_and_default_window():
         return f"closes at {', '.join(f'{o:.2f}' for o in offsets)} s; drained across SIGHUP"
 
 
-def ctl(admin_port, *args, token=None):
+def ctl(admin_port, *args, token=None, expect_ok=True):
+    """scripts/wsgate-ctl's stdout (or, with expect_ok=False, the finished
+    process), talking to <admin_port>."""
     env = dict(os.environ, WSGATE_ADMIN=f"{HOST}:{admin_port}")
+    env.pop("WSGATE_ADMIN_TOKEN", None)
     if token:
         env["WSGATE_ADMIN_TOKEN"] = token
     proc = subprocess.run([CTL, *args], env=env, capture_output=True, text=True, timeout=20)
+    if not expect_ok:
+        return proc
     if proc.returncode != 0:
         raise AssertionError(f"wsgate-ctl {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}")
     return proc.stdout
