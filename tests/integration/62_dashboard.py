@@ -5,7 +5,9 @@ Chromium, driven by tests/integration/browser/dashboard_check.js
 no request to any other origin (others are also blocked), shows every back
 end as a text row, follows 20 sessions opened through wsgate within 5 s
 without a reload, shows a back end drained through the API as "draining",
-and its enable button brings it back. A screenshot is kept as
+and its enable button is refused (401 shown) until the [admin] token is
+typed into the page's token field, then brings it back. A screenshot is
+kept as
 $WSGATE_BUILD/test-output/dashboard.png."""
 
 import importlib
@@ -24,6 +26,7 @@ from harness import (HOST, Backend, RawWs, Wsgate, admin_request, admin_status, 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BROWSER_DIR = os.path.join(ROOT, "tests", "integration", "browser")
 SESSIONS = 20
+TOKEN = "dashboard-secret"
 
 
 class Driver:
@@ -88,11 +91,13 @@ def dashboard_in_chromium():
     with ExitStack() as stack:
         b1, b2, b3 = (stack.enter_context(Backend("echo", id=f"b{i}")) for i in (1, 2, 3))
         admin_port = free_port()
-        gw = stack.enter_context(Wsgate({
+        gw = Wsgate({
             "admin": f"{HOST}:{admin_port}", "server": {"drain_timeout": "60s"},
             "pools": [{"name": "main", "hash": "query:key",
-                       "backends": [{"backend": b, "id": b.id} for b in (b1, b2, b3)]}]}))
-        driver = Driver(node, ["--admin", f"http://{HOST}:{admin_port}", "--sessions", str(SESSIONS),
+                       "backends": [{"backend": b, "id": b.id} for b in (b1, b2, b3)]}]})
+        gw.config_text = gw.config_text.replace("[admin]\n", f'[admin]\ntoken = "{TOKEN}"\n', 1)
+        stack.enter_context(gw)
+        driver = Driver(node, ["--admin", f"http://{HOST}:{admin_port}", "--sessions", str(SESSIONS), "--token", TOKEN,
                                "--shot", shot, "--budget-ms", str(int((deadline - time.monotonic()) * 1000) - 5000)],
                         deadline)
         stack.callback(driver.stop)
@@ -111,7 +116,8 @@ def dashboard_in_chromium():
                 doc = admin_status(admin_port)
                 busiest = max(doc["pools"][0]["backends"], key=lambda b: b["active_sessions"])
                 target = f"main/{busiest['id']}"
-                status, _, answer = admin_request(admin_port, "POST", f"/pools/main/backends/{busiest['id']}/drain")
+                status, _, answer = admin_request(admin_port, "POST", f"/pools/main/backends/{busiest['id']}/drain",
+                                                  token=TOKEN)
                 check_eq((status, answer.get("state")), (200, "draining"), f"drain {target}")
                 driver.answer(target)
             elif step == "enabled":

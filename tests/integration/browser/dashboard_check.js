@@ -2,7 +2,8 @@
 // Chromium for tests/integration/62_dashboard.py and prints one
 // `PASS name` / `FAIL name: why` line per check. Steps that need the test
 // to act print `WAIT <what>` and continue when a line arrives on stdin.
-//   node dashboard_check.js --admin http://H:P --sessions N --shot FILE [--budget-ms N]
+//   node dashboard_check.js --admin http://H:P --sessions N --token T --shot FILE [--budget-ms N]
+// T is the [admin] token wsgate was started with.
 "use strict";
 
 const readline = require("readline");
@@ -12,13 +13,14 @@ const WAIT_MS = 10000;
 const FOLLOW_MS = 5000;   // the page must show new sessions within this
 
 function parse_args(argv) {
-  const args = { admin: "", sessions: 20, shot: "", budgetMs: 90000 };
+  const args = { admin: "", sessions: 20, token: "", shot: "", budgetMs: 90000 };
   for (let i = 2; i < argv.length; i += 2) {
     const [key, value] = [argv[i], argv[i + 1]];
     if (value === undefined) throw new Error(`missing value for ${key}`);
     if (key === "--admin") args.admin = value;
     else if (key === "--sessions") args.sessions = Number(value);
     else if (key === "--shot") args.shot = value;
+    else if (key === "--token") args.token = value;
     else if (key === "--budget-ms") args.budgetMs = Number(value);
     else throw new Error(`unknown argument ${key}`);
   }
@@ -75,7 +77,12 @@ async function run(args) {
     // Anything for another origin is refused, so a leak fails loudly too.
     await context.route((url) => url.origin !== origin, (route) => route.abort());
     page.on("pageerror", (error) => errors.push(error.message));
-    page.on("console", (msg) => { if (msg.type() === "error") errors.push(msg.text()); });
+    let expect401 = false;  // while the enable without the token is tried: Chromium logs that 401
+    page.on("console", (msg) => {
+      if (msg.type() !== "error") return;
+      if (expect401 && /status of 401/.test(msg.text())) return;
+      errors.push(msg.text());
+    });
 
     if (!await check("dashboard_loads", async () => {
       await page.goto(`${args.admin}/`, { timeout: WAIT_MS, waitUntil: "load" });
@@ -140,14 +147,27 @@ async function run(args) {
 
     await check("dashboard_enable_button", async () => {
       const [pool, id] = target.split("/");
-      await page.click(`#backends tr.backend[data-pool="${pool}"][data-id="${id}"] button.enable`, { timeout: WAIT_MS });
+      const button = `#backends tr.backend[data-pool="${pool}"][data-id="${id}"] button.enable`;
+      // Without the token: wsgate's 401 is shown and nothing changes.
+      expect401 = true;
+      await page.click(button, { timeout: WAIT_MS });
+      try {
+        await page.waitForFunction(() => /401/.test(document.getElementById("action").textContent), null,
+                                   { timeout: FOLLOW_MS, polling: 100 });
+      } catch {
+        throw new Error(`no 401 shown for enable without the token: "${await page.textContent("#action")}"`);
+      }
+      expect401 = false;
+      if ((await table(page))[target].state !== "draining") throw new Error(`${target} changed without the token`);
+      await page.fill("#token", args.token, { timeout: WAIT_MS });
+      await page.click(button, { timeout: WAIT_MS });
       await page.waitForFunction((key) => {
         for (const tr of document.querySelectorAll("#backends tr.backend")) {
           if (`${tr.dataset.pool}/${tr.dataset.id}` === key) return tr.querySelector(".state").textContent.trim() === "up";
         }
         return false;
       }, target, { timeout: FOLLOW_MS, polling: 100 });
-      return `${target} up again; note: ${(await page.textContent("#action")).trim()}`;
+      return `401 without the token, then ${target} up with it; note: ${(await page.textContent("#action")).trim()}`;
     });
     await ask("enabled");
 
