@@ -130,7 +130,9 @@ def dashboard_in_chromium():
         check(not driver.failed, f"dashboard checks failed: {driver.failed}")
         check(len(driver.passed) >= 7, f"only {len(driver.passed)} checks passed: {driver.output[-10:]}")
         check(os.path.getsize(shot) > 10000, f"no screenshot at {shot}")
-        return f"{len(driver.passed)} checks passed ({'; '.join(p.split(':')[0] for p in driver.passed)}); screenshot {shot}"
+        follows = next((p for p in driver.passed if p.startswith("dashboard_follows_sessions")), "")
+        return (f"{len(driver.passed)} checks passed ({'; '.join(p.split(':')[0] for p in driver.passed)}); "
+                f"{follows.partition(': ')[2]}; screenshot {shot}")
 
 
 if __name__ == "__main__":
