@@ -18,11 +18,33 @@ LDLIBS     = $(PKG_LIBS) -lpthread
 
 LIB_SRCS  := $(filter-out proxy/main.cpp,$(shell find proxy -name '*.cpp' | sort))
 UNIT_SRCS := $(sort $(wildcard tests/unit/*.cpp))
-LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
+# The admin dashboard's files, compiled into the binary (see
+# proxy/runtime/dashboard_assets.h for why they are not installed files).
+DASHBOARD_FILES := $(sort $(wildcard proxy/runtime/dashboard/*))
+DASHBOARD_OBJ   := $(BUILD)/gen/dashboard_assets.o
+LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/%.o) $(DASHBOARD_OBJ)
 UNIT_OBJS := $(UNIT_SRCS:%.cpp=$(BUILD)/%.o)
 
 .PHONY: all unit test check asan clean deps demo fuzz fuzz-build bench-hash
 all: $(BUILD)/wsgate
+
+# A machine without the libraries gets one line naming the fix instead of a
+# page of pkg-config and compiler errors. Goals that install first (deps,
+# test, asan, fuzz, bench, demo) or compile nothing are not checked here;
+# their sub-makes are, after the install.
+NO_DEPS_GOALS := deps test asan fuzz fuzz-build bench demo clean
+ifneq ($(filter-out $(NO_DEPS_GOALS),$(or $(MAKECMDGOALS),all)),)
+ifneq ($(shell pkg-config --exists $(PKGS) 2>/dev/null && echo ok),ok)
+$(error missing build libraries (pkg-config: $(PKGS)): run scripts/install-deps (or make deps) first)
+endif
+endif
+
+$(BUILD)/gen/dashboard_assets.cpp: $(DASHBOARD_FILES) scripts/embed-files
+	@mkdir -p $(dir $@)
+	scripts/embed-files $@ $(DASHBOARD_FILES)
+
+$(DASHBOARD_OBJ): $(BUILD)/gen/dashboard_assets.cpp
+	$(CXX) $(CXXFLAGS) -c -o $@ $<
 
 $(BUILD)/libwsgate.a: $(LIB_OBJS)
 	@rm -f $@

@@ -463,8 +463,9 @@ void Validator::log(const Node& root, LogSection& out) {
     const Node* table = section(root, "log");
     if (table == nullptr) return;
     const std::string path = "log";
-    check_keys(*table, path, {"access", "format", "error", "level"});
+    check_keys(*table, path, {"access", "format", "error", "level", "empty_connections"});
     read_string(*table, path, "access", out.access);
+    read_bool(*table, path, "empty_connections", out.empty_connections);
     read_choice<LogFormat>(*table, path, "format", {{"json", LogFormat::Json}, {"text", LogFormat::Text}},
                            out.format);
     std::string error_log;
@@ -485,7 +486,10 @@ void Validator::admin(const Node& root, AdminSection& out) {
     const Node* table = section(root, "admin");
     if (table == nullptr) return;
     const std::string path = "admin";
-    check_keys(*table, path, {"listen"});
+    check_keys(*table, path, {"listen", "token"});
+    if (const Node* node = read_string(*table, path, "token", out.token); node && out.token.empty()) {
+        fail(node->position, join(path, "token"), "expected a non-empty secret (or no token key at all)");
+    }
     if (table->find("listen") == nullptr) {
         missing(*table, join(path, "listen"));
         return;

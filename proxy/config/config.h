@@ -53,10 +53,15 @@ struct LogSection {
     LogFormat format = LogFormat::Json;
     std::string error = "-";   // path or "-" = stderr
     LogLevel level = LogLevel::Info;
+    // A connection that sent no byte (a port probe, a TCP health check)
+    // writes an access-log line only when true; it is always counted in
+    // wsgate_empty_connections_total (like HAProxy's dontlognull).
+    bool empty_connections = false;
 };
 
 struct AdminSection {
     std::optional<SocketAddress> listen;  // absent = no admin endpoint
+    std::string token;  // non-empty: POSTs need "Authorization: Bearer <token>"
 };
 
 struct Listener {

@@ -6,11 +6,8 @@
 
 namespace obs {
 
-namespace {
-
-// Appends <s> as a JSON string body (RFC 8259 §7): quotes, backslashes and
-// control bytes escaped; other bytes copied (the parser already rejected
-// control bytes in heads, but paths may still carry anything printable).
+// Control bytes are escaped too: the parser already rejected them in heads,
+// but paths may still carry anything printable.
 void append_json_escaped(std::string& out, std::string_view s) {
     for (char c : s) {
         switch (c) {
@@ -28,6 +25,8 @@ void append_json_escaped(std::string& out, std::string_view s) {
         }
     }
 }
+
+namespace {
 
 void add_string(std::string& out, std::string_view key, std::string_view value) {
     out += ",\"";

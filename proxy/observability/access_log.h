@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace obs {
 
@@ -30,6 +31,10 @@ struct AccessRecord {
     std::string reason;
     std::string subject;       // "sub" of a verified token, "" without one
 };
+
+// Appends <s> as a JSON string body (RFC 8259 §7): quotes, backslashes and
+// control bytes escaped; other bytes copied.
+void append_json_escaped(std::string& out, std::string_view s);
 
 // RFC 3339 UTC with milliseconds: "2026-11-25T20:00:00.123Z".
 std::string format_time(std::int64_t epoch_ms);

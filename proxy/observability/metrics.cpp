@@ -138,8 +138,10 @@ std::string render_prometheus(const std::vector<WorkerMetrics*>& workers, const 
     for (const Plain& m : {Plain{"wsgate_idle_timeouts_total", "Tunnels closed by the idle timeout.", &WorkerMetrics::idle_timeouts},
                            Plain{"wsgate_heartbeat_timeouts_total", "Peers found dead by the heartbeat.", &WorkerMetrics::heartbeat_timeouts},
                            Plain{"wsgate_heartbeat_pings_total", "Heartbeat pings sent by wsgate.", &WorkerMetrics::heartbeat_pings},
-                           Plain{"wsgate_drained_sessions_total", "Sessions closed with 1012 because a reload removed their back end.",
-                                 &WorkerMetrics::drained_sessions}}) {
+                           Plain{"wsgate_drained_sessions_total", "Sessions closed with 1012: a reload removed their back end or the operator drained it.",
+                                 &WorkerMetrics::drained_sessions},
+                           Plain{"wsgate_empty_connections_total", "Client connections that sent no byte (port probes, TCP checks).",
+                                 &WorkerMetrics::empty_connections}}) {
         header(out, m.name, "counter", m.help);
         line(fmt::format("{} {}", m.name, sum(workers, [&m](WorkerMetrics& w) { return (w.*m.member).get(); })));
     }

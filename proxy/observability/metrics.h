@@ -58,7 +58,8 @@ struct WorkerMetrics {
     Counter idle_timeouts;
     Counter heartbeat_timeouts;
     Counter heartbeat_pings;
-    Counter drained_sessions;     // closed with 1012 because a reload removed their back end
+    Counter drained_sessions;     // closed with 1012: a reload removed their back end, or an admin drain
+    Counter empty_connections;    // client connections that sent no byte (not in the access log by default)
     std::array<Counter, 6> http_requests;  // plain HTTP responses by status class: [1] 1xx .. [5] 5xx, [0] other
     Counter upstream_new;         // plain HTTP: new back-end connections
     Counter upstream_reused;      // plain HTTP: back-end connections taken from the keep-alive pool

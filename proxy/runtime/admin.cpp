@@ -34,8 +34,11 @@ struct AdminServer::Connection {
 
     void respond(const AdminResponse& r, bool head_only) {
         std::string out = fmt::format(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-            r.status, http1::reason_phrase(r.status), r.content_type, r.body.size());
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n"
+            // The dashboard may load and fetch from this listener only.
+            "Content-Security-Policy: default-src 'self'\r\nX-Content-Type-Options: nosniff\r\n{}Connection: close\r\n\r\n",
+            r.status, http1::reason_phrase(r.status), r.content_type, r.body.size(),
+            r.allow.empty() ? std::string() : "Allow: " + r.allow + "\r\n");
         if (!head_only) out += r.body;
         bufferevent_write(bev, out.data(), out.size());
         answered = true;
@@ -52,10 +55,10 @@ struct AdminServer::Connection {
         http1::Result result = c->parser.parse(data, head);
         if (result.status == http1::Status::NeedMore) return;
         if (result.status == http1::Status::Error) {
-            c->respond(AdminResponse{result.http_status, "text/plain; charset=utf-8", std::string(result.reason) + "\n"}, false);
+            c->respond(AdminResponse{result.http_status, "text/plain; charset=utf-8", std::string(result.reason) + "\n", {}}, false);
             return;
         }
-        c->respond(c->server->handler_(head.method, head.path), head.method == "HEAD");
+        c->respond(c->server->handler_(head), head.method == "HEAD");
     }
 
     static void on_write(bufferevent*, void* self) {

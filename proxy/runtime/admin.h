@@ -1,5 +1,6 @@
-// The admin endpoint ([admin] listen) on the main thread's loop: /metrics,
-// /healthz and /status. Each request gets one response and the connection
+// The admin endpoint ([admin] listen) on the main thread's loop: the
+// dashboard, /metrics, /healthz, /status and the back ends' drain/enable
+// (routes in admin_route.h, handlers in admin_api.cpp). Each request gets one response and the connection
 // closes; the request head goes through the same strict parser as clients'.
 #pragma once
 
@@ -13,6 +14,7 @@
 
 #include "config/config.h"
 #include "observability/error_log.h"
+#include "protocol/http1.h"
 
 namespace runtime {
 
@@ -20,11 +22,12 @@ struct AdminResponse {
     int status = 200;
     std::string content_type = "text/plain; charset=utf-8";
     std::string body;
+    std::string allow;  // 405: the Allow header's value
 };
 
 class AdminServer {
 public:
-    using Handler = std::function<AdminResponse(std::string_view method, std::string_view path)>;
+    using Handler = std::function<AdminResponse(const http1::RequestHead& request)>;
 
     AdminServer(event_base* base, obs::ErrorLog& log, Handler handler);
     ~AdminServer();

@@ -50,6 +50,7 @@ bool PoolEligibility::eligible(std::size_t index) const {
     const BackendState& state = *pool_.states[index];
     if (!state.healthy.load(std::memory_order_relaxed)) return false;
     if (state.down_until_ms.load(std::memory_order_relaxed) > now_ms_) return false;
+    if (state.draining.load(std::memory_order_relaxed)) return false;
     if (pool_.config->balance_factor > 1.0) {
         return chash::under_load_bound(state.active.load(std::memory_order_relaxed), total_active_,
                                        pool_.config->backends[index].weight, pool_.total_weight,

@@ -24,6 +24,11 @@ struct BackendState {
     std::atomic<bool> healthy{true};               // active health checks' verdict
     std::atomic<std::int64_t> down_until_ms{0};    // passive health: skip until then
     std::atomic<std::uint32_t> connect_failures{0};  // consecutive
+    // Runtime drain from the admin API (POST .../drain): new sessions skip
+    // it and its tunnels close with 1012 spread over <drain_window_ms>.
+    // Kept across reloads with the rest of this state.
+    std::atomic<bool> draining{false};
+    std::atomic<std::int64_t> drain_window_ms{0};
 };
 
 struct PoolRuntime {
@@ -56,8 +61,9 @@ private:
 };
 
 // Whether back end <index> of <pool> may take a new session at <now_ms>:
-// healthy by its active checks, not marked down by passive checks, and under the bounded-load cap when the
-// pool has balance_factor > 1.
+// healthy by its active checks, not marked down by passive checks, not
+// drained by the operator, and under the bounded-load cap when the pool has
+// balance_factor > 1.
 class PoolEligibility final : public chash::Eligibility {
 public:
     PoolEligibility(const PoolRuntime& pool, std::int64_t now_ms);

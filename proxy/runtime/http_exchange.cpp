@@ -519,7 +519,9 @@ void HttpExchange::response_complete() {
     }
     if (upstream_ && evbuffer_get_length(bufferevent_get_input(upstream_)) > 0) backend_reusable_ = false;
     const std::int64_t idle = generation_->config().timeouts.keepalive.count();
-    if (upstream_ && backend_reusable_ && idle > 0 && !worker_.shutting_down()) {
+    // A drained back end keeps no idle connection: the operator is emptying it.
+    const bool draining = backend_state_ && backend_state_->draining.load(std::memory_order_relaxed);
+    if (upstream_ && backend_reusable_ && idle > 0 && !worker_.shutting_down() && !draining) {
         bufferevent_setcb(upstream_, nullptr, nullptr, nullptr, nullptr);
         worker_.upstreams().put(upstream_key_, upstream_, idle);
         upstream_ = nullptr;

@@ -136,8 +136,10 @@ int Server::run() {
     health_->configure(shared_.current_generation());
     jwks_ = std::make_unique<JwksFetcher>(base_, *error_log_, shared_.auth_metrics);
     jwks_->configure(shared_.current_generation());
-    admin_ = std::make_unique<AdminServer>(base_, *error_log_, [this](std::string_view method, std::string_view path) {
-        return handle_admin(method, path);
+    admin_api_ = std::make_unique<AdminApi>(shared_, workers_, AdminApi::Hooks{
+        [this] { return metrics_text(); }, [this] { return status_json(); }, [this] { return stopping_; }});
+    admin_ = std::make_unique<AdminServer>(base_, *error_log_, [this](const http1::RequestHead& request) {
+        return admin_api_->handle(request);
     });
     if (config_->admin.listen && !listen_admin_at_start(error)) {
         error_log_->log(obs::Level::Error, "cannot listen on admin address {}", error);
@@ -328,7 +330,7 @@ obs::ProcessSnapshot Server::snapshot() const {
             const BackendState& state = *pool.states[i];
             snap.backends.push_back(obs::BackendSnapshot{
                 pool.config->name, pool.config->backends[i].id, pool.config->backends[i].address.text,
-                state.healthy.load() && state.down_until_ms.load() <= now, false, state.active.load()});
+                state.healthy.load() && state.down_until_ms.load() <= now, state.draining.load(), state.active.load()});
         }
     }
     return snap;
@@ -357,8 +359,9 @@ std::string Server::status_json() const {
         } else {
             out += ',';
         }
-        out += fmt::format(R"({{"id":"{}","address":"{}","up":{},"active_sessions":{})", obs::escape_label(b.backend),
-                           b.address, b.up ? "true" : "false", b.active);
+        out += fmt::format(R"({{"id":"{}","address":"{}","up":{},"state":"{}","active_sessions":{})",
+                           obs::escape_label(b.backend), b.address, b.up ? "true" : "false",
+                           admin_route::backend_state(b.up, b.draining, b.active), b.active);
         const auto source = sources.find({b.pool, b.backend});
         out += source == sources.end() ? "}" : fmt::format(R"(,"source":"{}"}})", obs::escape_label(source->second));
     }
@@ -367,20 +370,11 @@ std::string Server::status_json() const {
     return out;
 }
 
-AdminResponse Server::handle_admin(std::string_view method, std::string_view path) {
-    if (method != "GET" && method != "HEAD") return AdminResponse{405, "text/plain; charset=utf-8", "use GET\n"};
-    if (path == "/metrics") {
-        std::vector<obs::WorkerMetrics*> metrics;
-        for (auto& worker : workers_) metrics.push_back(&worker->metrics());
-        return AdminResponse{200, "text/plain; version=0.0.4; charset=utf-8",
-                             obs::render_prometheus(metrics, snapshot()) + resolver_->render_metrics(*config_)};
-    }
-    if (path == "/healthz") {
-        return stopping_ ? AdminResponse{503, "text/plain; charset=utf-8", "draining\n"}
-                         : AdminResponse{200, "text/plain; charset=utf-8", "ok\n"};
-    }
-    if (path == "/status") return AdminResponse{200, "application/json", status_json()};
-    return AdminResponse{404, "text/plain; charset=utf-8", "not found: try /metrics, /healthz or /status\n"};
+std::string Server::metrics_text() const {
+    std::vector<obs::WorkerMetrics*> metrics;
+    for (auto& worker : workers_) metrics.push_back(&worker->metrics());
+    return obs::render_prometheus(metrics, snapshot()) + shared_.auth_metrics.render() +
+           resolver_->render_metrics(*config_);
 }
 
 }  // namespace runtime

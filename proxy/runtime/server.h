@@ -13,6 +13,7 @@
 #include "observability/error_log.h"
 #include "observability/log_sink.h"
 #include "runtime/admin.h"
+#include "runtime/admin_api.h"
 #include "runtime/health.h"
 #include "runtime/upgrade.h"
 #include "runtime/resolver.h"
@@ -56,7 +57,7 @@ private:
     void begin_shutdown();
     void raise_fd_limit();
     void configure_admin();
-    AdminResponse handle_admin(std::string_view method, std::string_view path);
+    std::string metrics_text() const;
     obs::ProcessSnapshot snapshot() const;
     std::string status_json() const;
 
@@ -79,6 +80,7 @@ private:
     std::unique_ptr<JwksFetcher> jwks_;
     std::unique_ptr<AdminServer> admin_;
     std::unique_ptr<Resolver> resolver_;
+    std::unique_ptr<AdminApi> admin_api_;
     std::uint64_t generation_number_ = 1;
     tls::SessionStore tls_sessions_{static_cast<std::int64_t>(std::time(nullptr))};  // ticket keys, session caches
     std::uint64_t reloads_ok_ = 0;

@@ -160,6 +160,7 @@ void Session::arm_timer(std::int64_t delay_ms) {
 
 void Session::on_client_read(bufferevent*, void* self) {
     auto* s = static_cast<Session*>(self);
+    s->client_spoke_ = true;
     switch (s->state_) {
         case SessionState::ReadingProxyHeader: s->read_proxy_header(); break;
         case SessionState::ReadingRequest: s->read_request(); break;
@@ -443,6 +444,7 @@ void Session::read_proxy_header_before_tls() {
             finish();
             return;
         }
+        client_spoke_ = true;
         const std::size_t before = handshake_->proxy_head.size();
         handshake_->proxy_head.append(reinterpret_cast<const char*>(chunk), static_cast<std::size_t>(peeked));
         proxyproto::Result result =
@@ -1465,7 +1467,7 @@ void Session::on_tunnel_timer() {
         send_close(Side::Client, ws::close_code::service_restart, "service restart");
         send_close(Side::Backend, ws::close_code::service_restart, "service restart");
         worker_.metrics().drained_sessions.add();
-        begin_closing("backend removed", "proxy", ws::close_code::service_restart);
+        begin_closing(operator_drain_ ? "drain" : "backend removed", "proxy", ws::close_code::service_restart);
         return;
     }
     for (Side side : {Side::Client, Side::Backend}) {
@@ -1522,8 +1524,11 @@ const std::string* Session::backend_id() const {
     return &pool_->config->backends[backend_index_].id;
 }
 
-void Session::schedule_drain(std::int64_t at_ms) {
-    drain_at_ms_ = std::min(drain_at_ms_, at_ms);
+void Session::schedule_drain(std::int64_t at_ms, bool by_operator) {
+    if (at_ms < drain_at_ms_) {
+        drain_at_ms_ = at_ms;
+        operator_drain_ = by_operator;
+    }
     if (state_ == SessionState::Open) arm_timer(next_tunnel_deadline() - worker_.now_ms());
 }
 
@@ -1534,6 +1539,12 @@ void Session::hand_off(std::int64_t at_ms) {
     }
     drain_code_ = ws::close_code::going_away;
     schedule_drain(at_ms);
+}
+
+void Session::cancel_operator_drain() {
+    // The tunnel timer re-arms itself for the next deadline left when it fires.
+    if (operator_drain_) drain_at_ms_ = INT64_MAX;
+    operator_drain_ = false;
 }
 
 void Session::terminate() {
@@ -1597,6 +1608,10 @@ void Session::finish() {
     if (state_ == SessionState::Closed) return;
     set_state(SessionState::Closed);
     http_.reset();
+    // A TLS client's bytes may all have gone into a failed handshake: it spoke.
+    if (SSL* ssl = client_.bev ? bufferevent_openssl_get_ssl(client_.bev) : nullptr) {
+        if (BIO_number_read(SSL_get_rbio(ssl)) > 0) client_spoke_ = true;
+    }
     release(Side::Client);
     release(Side::Backend);
     if (backend_state_) {
@@ -1612,8 +1627,12 @@ void Session::finish() {
     record_.messages_out = from_backend_.messages;
     // A kept-alive connection that ends between requests has nothing to log;
     // nor has a refusal over max_connections (counted in connections_refused,
-    // like the plain listeners' 503 at accept, so an overload floods no log).
-    if (!keepalive_wait_ && !over_limit) {
+    // like the plain listeners' 503 at accept, so an overload floods no log);
+    // nor, unless log.empty_connections, a connection that sent nothing (a
+    // port probe, a TCP health check: counted in empty_connections).
+    const bool empty = !client_spoke_ && record_.bytes_in == 0 && record_.method.empty() && !keepalive_wait_;
+    if (empty && !over_limit) worker_.metrics().empty_connections.add();
+    if (!keepalive_wait_ && !over_limit && (!empty || generation_->config().log.empty_connections)) {
         worker_.write_access(record_, generation_->config());
         worker_.metrics().session_ended(obs::SessionKey{record_.pool, record_.backend, record_.status},
                                         record_.close_code, record_.close_by);

@@ -71,14 +71,20 @@ public:
 
     // The id of the back end this session uses, or nullptr before one is picked.
     const std::string* backend_id() const;
-    // A reload removed this session's back end: close the tunnel with 1012
-    // "service restart" at <at_ms> (worker clock).
-    void schedule_drain(std::int64_t at_ms);
     // A binary upgrade handed the listeners to a new process: a tunnel (or
     // a handshake in flight, once it is one) gets close 1001 "upgrade" at
     // <at_ms>; a plain HTTP exchange completes and its connection closes;
     // an idle keep-alive connection closes now. May free the session.
     void hand_off(std::int64_t at_ms);
+    // A reload removed this session's back end, or <by_operator> drained it
+    // (admin API): close the tunnel with 1012 "service restart" at <at_ms>
+    // (worker clock); the access log says "backend removed" or "drain".
+    void schedule_drain(std::int64_t at_ms, bool by_operator = false);
+    // The operator enabled the back end again: an operator drain not yet
+    // due is called off.
+    void cancel_operator_drain();
+    // The shared state of this session's back end, or nullptr.
+    BackendState* backend_state() const { return backend_state_.get(); }
 
     SessionState state() const { return state_; }
     Session* next = nullptr;  // the worker's intrusive list
@@ -278,6 +284,8 @@ private:
     std::unique_ptr<HttpExchange> http_;        // ProxyingHttp: the exchange in charge
     HttpOutcome http_outcome_ = HttpOutcome::Close;
     bool keepalive_wait_ = false;               // ReadingRequest after a response: no byte of the next request yet
+    bool operator_drain_ = false;               // drain_at_ms_ was set by an admin drain, not a reload
+    bool client_spoke_ = false;                 // a byte arrived from the client (else: an empty connection)
 
     std::int64_t started_ms_ = 0;
     std::int64_t last_activity_ms_ = 0;  // last frame either way, ours excluded

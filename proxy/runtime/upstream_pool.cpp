@@ -51,6 +51,22 @@ void UpstreamPool::clear() {
     count_ = 0;
 }
 
+void UpstreamPool::drop_backend(const std::string& id) {
+    const std::string prefix = id + '\n';
+    for (auto it = idle_.begin(); it != idle_.end();) {
+        if (it->first.compare(0, prefix.size(), prefix) != 0) {
+            ++it;
+            continue;
+        }
+        for (Entry* entry : it->second) {
+            bufferevent_free(entry->bev);
+            delete entry;
+            --count_;
+        }
+        it = idle_.erase(it);
+    }
+}
+
 void UpstreamPool::on_read(bufferevent*, void* entry) {
     auto* e = static_cast<Entry*>(entry);
     e->pool->drop(e);

@@ -35,6 +35,10 @@ public:
     // Closes every parked connection (shutdown).
     void clear();
 
+    // Closes the parked connections to the back end <id> (keys "<id>\n...":
+    // the operator drained it).
+    void drop_backend(const std::string& id);
+
     std::size_t idle() const { return count_; }
 
 private:

@@ -13,7 +13,9 @@
 #include <cmath>
 #include <cstring>
 #include <ctime>
+#include <map>
 
+#include "runtime/admin_route.h"
 #include "runtime/forward.h"
 #include "runtime/session.h"
 #include "runtime/upgrade.h"
@@ -171,6 +173,13 @@ void Worker::notify_shutdown() {
     (void)n;
 }
 
+void Worker::notify_backends() {
+    backends_pending_.store(true);
+    std::uint64_t one = 1;
+    ssize_t n = write(notify_fd_, &one, sizeof one);
+    (void)n;
+}
+
 void Worker::on_notify(evutil_socket_t fd, short, void* self) {
     auto* w = static_cast<Worker*>(self);
     std::uint64_t value = 0;
@@ -178,6 +187,7 @@ void Worker::on_notify(evutil_socket_t fd, short, void* self) {
     (void)n;
     if (w->generation_pending_.exchange(false)) w->adopt_generation();
     if (w->handoff_pending_.exchange(false)) w->begin_handoff();
+    if (w->backends_pending_.exchange(false)) w->apply_backend_drains();
     if (w->shutdown_pending_.exchange(false)) w->begin_shutdown();
 }
 
@@ -228,6 +238,39 @@ void Worker::drain_removed_backends() {
         const std::string* id = s->backend_id();
         if (id && !generation_->find_state(*id)) s->schedule_drain(now + spread(rng_));
         s = next;
+    }
+}
+
+// The operator drained or enabled back ends (admin API). Tunnels on a
+// draining back end get 1012 at moments spread evenly over its window (the
+// middle of n equal slots), so that their clients come back gradually; its
+// idle keep-alive connections close now. On a back end enabled again,
+// operator drains not yet due are called off.
+void Worker::apply_backend_drains() {
+    if (shutting_down_) return;
+    std::map<BackendState*, std::vector<Session*>> draining;
+    for (Session* s = sessions_; s; s = s->next) {
+        BackendState* state = s->backend_state();
+        if (!state || s->state() == SessionState::Closing || s->state() == SessionState::Closed) continue;
+        if (state->draining.load(std::memory_order_relaxed)) {
+            draining[state].push_back(s);
+        } else {
+            s->cancel_operator_drain();
+        }
+    }
+    const std::int64_t now = now_ms();
+    for (auto& [state, sessions] : draining) {
+        const std::int64_t window = state->drain_window_ms.load(std::memory_order_relaxed);
+        for (std::size_t i = 0; i < sessions.size(); ++i) {
+            sessions[i]->schedule_drain(now + admin_route::drain_offset_ms(i, sessions.size(), window), true);
+        }
+    }
+    for (const PoolRuntime& pool : generation_->pools()) {
+        for (std::size_t i = 0; i < pool.states.size(); ++i) {
+            if (pool.states[i]->draining.load(std::memory_order_relaxed)) {
+                upstreams_.drop_backend(pool.config->backends[i].id);
+            }
+        }
     }
 }
 

@@ -106,6 +106,8 @@ public:
     // listening sockets in <orphans> (the new process dropped them), then
     // close every session with 1001 spread over the drain window.
     void notify_handoff(std::vector<int> orphans);
+    // The operator drained or enabled a back end (BackendState::draining).
+    void notify_backends();
 
     // For sessions.
     event_base* base() const { return base_; }
@@ -161,6 +163,7 @@ private:
     void adopt_generation();
     void reconcile_listeners();
     void drain_removed_backends();
+    void apply_backend_drains();
     void begin_shutdown();
     void begin_handoff();
     void close_listeners();
@@ -181,6 +184,7 @@ private:
     std::atomic<bool> generation_pending_{false};
     std::atomic<bool> shutdown_pending_{false};
     std::atomic<bool> handoff_pending_{false};
+    std::atomic<bool> backends_pending_{false};
     bool shutting_down_ = false;
     bool handing_off_ = false;       // shutting down after a binary upgrade: sessions drain spread
     mutable std::mutex listeners_mutex_;  // listeners_ changes vs listener_fds() on the main thread

@@ -22,6 +22,7 @@ FAMILIES = {
     "wsgate_heartbeat_timeouts_total": "counter",
     "wsgate_heartbeat_pings_total": "counter",
     "wsgate_drained_sessions_total": "counter",
+    "wsgate_empty_connections_total": "counter",
     "wsgate_backend_up": "gauge",
     "wsgate_backend_active_sessions": "gauge",
     "wsgate_health_transitions_total": "counter",
@@ -132,7 +133,7 @@ def metrics_strict_and_counting():
 @test(timeout=30)
 def healthz_status_and_refusals():
     """/healthz is 200 "ok"; /status is JSON with the generation, draining,
-    connections, reloads and each back end's id, address, up flag and
+    connections, reloads and each back end's id, address, up flag, state and
     active sessions; HEAD has no body; unknown paths are 404 and POST 405."""
     with ExitStack() as stack:
         b1 = stack.enter_context(Backend("echo", id="b1"))
@@ -159,8 +160,9 @@ def healthz_status_and_refusals():
         backends = doc["pools"][0]["backends"]
         active = {"b1": "one", "b2": b2.address}[owner]
         check_eq(backends, [
-            {"id": "one", "address": b1.address, "up": True, "active_sessions": int(active == "one")},
-            {"id": b2.address, "address": b2.address, "up": True, "active_sessions": int(active == b2.address)},
+            {"id": "one", "address": b1.address, "up": True, "state": "up", "active_sessions": int(active == "one")},
+            {"id": b2.address, "address": b2.address, "up": True, "state": "up",
+             "active_sessions": int(active == b2.address)},
         ], "/status back ends")
         status, _, _ = http_get(admin_port, "/nope")
         check_eq(status, 404, "GET /nope")

@@ -1665,3 +1665,28 @@ class Dnsmasq:
             _kill_group(self.proc)
             self.proc.wait()
         self.proc = None
+
+
+# --------------------------------------------------------------------------
+# Admin API (drain / enable of one back end).
+
+def admin_request(port, method, path, token=None, timeout=5.0):
+    """(status, {lower-case header: value}, JSON body or None) of one admin
+    request; <token> adds "Authorization: Bearer <token>"."""
+    auth = f"Authorization: Bearer {token}\r\n" if token is not None else ""
+    data = (f"{method} {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n{auth}"
+            f"Content-Length: 0\r\nConnection: close\r\n\r\n").encode()
+    status, headers, body = raw_request(port, data, timeout)
+    try:
+        doc = json.loads(body) if body else None
+    except ValueError:
+        raise AssertionError(f"{method} {path}: {status} with a body that is not JSON: {body[:200]!r}")
+    return status, headers, doc
+
+
+def backend_state(status, pool, backend_id):
+    """The "state" of back end <backend_id> of <pool> in a /status dict
+    (None when it is not listed)."""
+    found = [b.get("state") for p in status.get("pools", []) if p.get("name") == pool
+             for b in p.get("backends", []) if b.get("id") == backend_id]
+    return found[0] if found else None

@@ -267,9 +267,9 @@ TEST_CASE("config: unknown keys at every level") {
     CHECK(load_error(base("[server]\nwrkers = 2\n")) ==
           "t.toml:8:1: server.wrkers: unknown key (expected workers, max_connections, drain_timeout or pid_file)");
     CHECK(load_error(base("[log]\nacces = \"-\"\n")) ==
-          "t.toml:8:1: log.acces: unknown key (expected access, format, error or level)");
+          "t.toml:8:1: log.acces: unknown key (expected access, format, error, level or empty_connections)");
     CHECK(load_error(base("[admin]\nlisten = \"127.0.0.1:9090\"\nport = 1\n")) ==
-          "t.toml:9:1: admin.port: unknown key (expected listen)");
+          "t.toml:9:1: admin.port: unknown key (expected listen or token)");
     CHECK(load_error(base("[timeouts]\nread = \"1s\"\n")) ==
           "t.toml:8:1: timeouts.read: unknown key (expected handshake, connect, idle, keepalive or response)");
     CHECK(load_error(base("[heartbeat]\nintervall = \"1s\"\n")) ==
@@ -787,4 +787,19 @@ TEST_CASE("config: [listener.tls] cipher profile and resumption keys") {
                      "[[pool]]\nname = \"main\"\n[[pool.backend]]\naddress = \"127.0.0.1:9001\"\n") ==
           "t.toml:6:19: listener[0].tls.ticket_key_file: /nonexistent.key80: cannot open ticket key file: "
           "No such file or directory");
+}
+
+TEST_CASE("config: admin.token and log.empty_connections") {
+    const auto defaults = load_ok(kBase);
+    CHECK(defaults->admin.token.empty());
+    CHECK_FALSE(defaults->log.empty_connections);
+    const auto cfg = load_ok(base("[admin]\nlisten = \"127.0.0.1:9090\"\ntoken = \"s3cret\"\n[log]\nempty_connections = true\n"));
+    CHECK(cfg->admin.token == "s3cret");
+    CHECK(cfg->log.empty_connections);
+    CHECK(load_error(base("[admin]\nlisten = \"127.0.0.1:9090\"\ntoken = \"\"\n")) ==
+          "t.toml:9:9: admin.token: expected a non-empty secret (or no token key at all)");
+    CHECK(load_error(base("[admin]\nlisten = \"127.0.0.1:9090\"\ntoken = 12\n")) ==
+          "t.toml:9:9: admin.token: expected a string, got an integer");
+    CHECK(load_error(base("[log]\nempty_connections = \"no\"\n")) ==
+          "t.toml:8:21: log.empty_connections: expected true or false, got a string");
 }

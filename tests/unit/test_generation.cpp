@@ -78,3 +78,30 @@ TEST_CASE("eligibility: health verdicts, passive cooldowns and bounded loads") {
     CHECK_FALSE(e.eligible(0));
     CHECK(e.eligible(1));
 }
+
+TEST_CASE("eligibility: an operator drain skips a back end, and a reload keeps it drained") {
+    runtime::Generation g(load(kTwo), 1, nullptr);
+    const runtime::PoolRuntime& pool = g.pools()[0];
+    pool.states[0]->draining.store(true);
+    pool.states[0]->drain_window_ms.store(5000);
+    {
+        runtime::PoolEligibility e(pool, 1000);
+        CHECK_FALSE(e.eligible(0));
+        CHECK(e.eligible(1));
+    }
+    // Every key goes to the other back end, as if the drained one were down.
+    for (std::uint64_t hash = 0; hash < 1000; hash += 7) {
+        CHECK(runtime::pick_backend(pool, hash * 0x9e3779b97f4a7c15ULL, chash::kNone, {}, 1000) == 1);
+    }
+    // A sticky cookie naming the drained back end does not pin a new session to it.
+    CHECK(runtime::pick_backend(pool, 42, 0, {}, 1000) == 1);
+    // 127.0.0.1:9002 survives a reload, drained or not; a drained one keeps its window.
+    pool.states[1]->draining.store(true);
+    runtime::Generation next(load(kOneRenamed), 2, &g);
+    CHECK(next.find_state("127.0.0.1:9002")->draining.load());
+    CHECK_FALSE(next.find_state("127.0.0.1:9003")->draining.load());
+    // Both back ends of the first pool drained: no back end for any key.
+    CHECK(runtime::pick_backend(pool, 42, chash::kNone, {}, 1000) == chash::kNone);
+    pool.states[0]->draining.store(false);
+    CHECK(runtime::pick_backend(pool, 42, chash::kNone, {}, 1000) == 0);
+}

@@ -91,3 +91,27 @@ TEST_CASE("idle connections expire, and the oldest goes when a back end is full"
     CHECK(pool.idle() == 0);
     for (int fd : {a.peer, c.peer, d.peer, e.peer}) close(fd);
 }
+
+TEST_CASE("drop_backend closes the parked connections of one back end only") {
+    Base b;
+    runtime::UpstreamPool pool(4);
+    Pair a1(b.base), a2(b.base), other(b.base), prefix(b.base);
+    pool.put("b1\n127.0.0.1:9001", a1.bev, 60000);
+    pool.put("b1\n127.0.0.1:9001", a2.bev, 60000);
+    pool.put("b2\n127.0.0.1:9002", other.bev, 60000);
+    pool.put("b10\n127.0.0.1:9010", prefix.bev, 60000);  // "b1" is a prefix of its id, not its id
+    CHECK(pool.idle() == 4);
+    pool.drop_backend("b1");
+    turn(b.base);  // libevent finalizes freed bufferevents (and closes their sockets) in the loop
+    CHECK(pool.idle() == 2);
+    CHECK(pool.take("b1\n127.0.0.1:9001") == nullptr);
+    // The peers see the close.
+    char byte;
+    CHECK(read(a1.peer, &byte, 1) == 0);
+    CHECK(read(a2.peer, &byte, 1) == 0);
+    CHECK(pool.take("b2\n127.0.0.1:9002") == other.bev);
+    CHECK(pool.take("b10\n127.0.0.1:9010") == prefix.bev);
+    bufferevent_free(other.bev);
+    bufferevent_free(prefix.bev);
+    for (int fd : {a1.peer, a2.peer, other.peer, prefix.peer}) close(fd);
+}

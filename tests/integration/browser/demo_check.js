@@ -8,7 +8,7 @@
 "use strict";
 
 const path = require("path");
-const { chromium } = require("playwright-core");
+const { check, launch, main } = require("./checks");
 
 const WAIT_MS = 10000;
 const QUIET_MS = 1500;  // how long a message that must NOT arrive is waited for
@@ -25,26 +25,6 @@ function parse_args(argv) {
   }
   if (!args.page) throw new Error("--page URL is required");
   return args;
-}
-
-let failures = 0;
-function pass(name) {
-  console.log(`PASS ${name}`);
-}
-function fail(name, why) {
-  failures += 1;
-  console.log(`FAIL ${name}: ${String(why).split("\n")[0]}`);
-}
-// Runs <body>; a throw becomes the FAIL reason. Returns whether it passed.
-async function check(name, body) {
-  try {
-    await body();
-    pass(name);
-    return true;
-  } catch (error) {
-    fail(name, error.message || error);
-    return false;
-  }
 }
 
 // A tab of the demo page, connected as <user>.
@@ -121,13 +101,7 @@ class ChatTab {
 }
 
 async function run(args) {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    timeout: 30000,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launch();
   try {
     const context = await browser.newContext();
     const tabs = [
@@ -207,26 +181,4 @@ async function run(args) {
   }
 }
 
-async function main() {
-  let args;
-  try {
-    args = parse_args(process.argv);
-  } catch (error) {
-    fail("browser_demo", error.message);
-    return 1;
-  }
-  const watchdog = setTimeout(() => {
-    fail("browser_demo", `gave up after ${args.budgetMs} ms`);
-    process.exit(1);
-  }, args.budgetMs);
-  try {
-    await run(args);
-  } catch (error) {
-    fail("browser_demo", error.message || error);
-  } finally {
-    clearTimeout(watchdog);
-  }
-  return failures ? 1 : 0;
-}
-
-main().then((code) => process.exit(code));
+main("browser_demo", parse_args, run);
