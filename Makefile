@@ -4,7 +4,7 @@
 
 CXX      ?= g++
 BUILD    ?= build
-PKGS     := libevent_core libevent_openssl libevent_pthreads openssl fmt libxxhash tomlplusplus
+PKGS     := libevent_core libevent_openssl libevent_pthreads openssl fmt libxxhash tomlplusplus libnghttp2
 OPTFLAGS ?= -O2 -g
 SANFLAGS ?=
 

@@ -10,6 +10,8 @@ namespace tls {
 namespace {
 
 constexpr unsigned char kAlpnHttp11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+// HTTP/2 first (our preference, RFC 7301 §3.2), then HTTP/1.1.
+constexpr unsigned char kAlpnH2Http11[] = {2, 'h', '2', 8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
 constexpr unsigned char kSessionContext[] = "wsgate";
 
 char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
@@ -35,11 +37,14 @@ std::string openssl_reason() {
 }
 
 int select_alpn(SSL*, const unsigned char** out, unsigned char* out_length, const unsigned char* in,
-                unsigned int in_length, void*) {
-    // Only HTTP/1.1 is spoken: choose it when offered, otherwise carry on
-    // without ALPN rather than fail the handshake.
+                unsigned int in_length, void* http2) {
+    // HTTP/1.1, and h2 before it where the listener speaks HTTP/2: the
+    // first of ours the client offers; otherwise carry on without ALPN
+    // rather than fail the handshake.
+    const bool h2 = http2 != nullptr;
     unsigned char* selected = nullptr;
-    if (SSL_select_next_proto(&selected, out_length, kAlpnHttp11, sizeof kAlpnHttp11, in, in_length) ==
+    if (SSL_select_next_proto(&selected, out_length, h2 ? kAlpnH2Http11 : kAlpnHttp11,
+                              h2 ? sizeof kAlpnH2Http11 : sizeof kAlpnHttp11, in, in_length) ==
         OPENSSL_NPN_NEGOTIATED) {
         *out = selected;
         return SSL_TLSEXT_ERR_OK;
@@ -47,7 +52,10 @@ int select_alpn(SSL*, const unsigned char** out, unsigned char* out_length, cons
     return SSL_TLSEXT_ERR_NOACK;
 }
 
-SSL_CTX* new_server_ctx(const CertificatePair& pair, int min_version, std::string& error) {
+// The ALPN callback's argument on contexts of HTTP/2 listeners.
+int http2_marker = 0;
+
+SSL_CTX* new_server_ctx(const CertificatePair& pair, int min_version, bool http2, std::string& error) {
     SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) {
         error = "cannot create TLS context: " + openssl_reason();
@@ -58,7 +66,7 @@ SSL_CTX* new_server_ctx(const CertificatePair& pair, int min_version, std::strin
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_set_session_id_context(ctx, kSessionContext, sizeof kSessionContext - 1);
-    SSL_CTX_set_alpn_select_cb(ctx, &select_alpn, nullptr);
+    SSL_CTX_set_alpn_select_cb(ctx, &select_alpn, http2 ? &http2_marker : nullptr);
     if (SSL_CTX_use_certificate_chain_file(ctx, pair.cert.c_str()) != 1) {
         error = pair.cert + ": cannot load certificate: " + openssl_reason();
     } else if (SSL_CTX_use_PrivateKey_file(ctx, pair.key.c_str(), SSL_FILETYPE_PEM) != 1) {
@@ -87,10 +95,10 @@ bool server_name_matches(std::string_view pattern, std::string_view name) {
 std::variant<std::shared_ptr<const ServerContext>, std::string> ServerContext::create(const ServerSettings& settings) {
     std::shared_ptr<ServerContext> context(new ServerContext());
     std::string error;
-    context->default_ = new_server_ctx(settings.main, settings.min_version, error);
+    context->default_ = new_server_ctx(settings.main, settings.min_version, settings.http2, error);
     if (!context->default_) return error;
     for (const SniEntry& entry : settings.sni) {
-        SSL_CTX* ctx = new_server_ctx(entry.pair, settings.min_version, error);
+        SSL_CTX* ctx = new_server_ctx(entry.pair, settings.min_version, settings.http2, error);
         if (!ctx) return error;
         context->sni_.emplace_back(entry.server_name, ctx);
     }

@@ -28,6 +28,7 @@ struct ServerSettings {
     CertificatePair main;        // default certificate (no SNI, or no match)
     std::vector<SniEntry> sni;
     int min_version = TLS1_2_VERSION;
+    bool http2 = false;  // ALPN offers "h2" before "http/1.1"
 };
 
 // True when <name> (an SNI host name) matches <pattern>: equal ignoring case,
@@ -37,7 +38,7 @@ bool server_name_matches(std::string_view pattern, std::string_view name);
 
 // Listener side: a default SSL_CTX plus one per SNI entry, chosen in the
 // servername callback. Modern defaults: TLS 1.2+, OpenSSL's default secure
-// cipher lists, ALPN "http/1.1", session cache and tickets on,
+// cipher lists, ALPN "h2" (when settings.http2) then "http/1.1", session cache and tickets on,
 // SSL_MODE_RELEASE_BUFFERS so that idle TLS sessions hold no record buffers.
 class ServerContext {
 public:

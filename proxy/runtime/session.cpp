@@ -22,6 +22,7 @@
 #include "net/tls.h"
 #include "runtime/forward.h"
 #include "runtime/worker.h"
+#include "runtime/h2_connection.h"
 #include "runtime/session_internal.h"
 
 namespace runtime {
@@ -33,6 +34,7 @@ const char* to_string(SessionState state) {
     switch (state) {
         case SessionState::ReadingProxyHeader: return "reading-proxy-header";
         case SessionState::ReadingRequest: return "reading-request";
+        case SessionState::Http2: return "http2";
         case SessionState::Connecting: return "connecting";
         case SessionState::AwaitingResponse: return "awaiting-response";
         case SessionState::ProxyingHttp: return "proxying-http";
@@ -213,6 +215,7 @@ void Session::on_timer(evutil_socket_t, short, void* self) {
         case SessionState::ProxyingHttp:
             s->after_http();
             break;
+        case SessionState::Http2: break;
         case SessionState::Connecting:
             s->connect_failed("connect timeout", ETIMEDOUT);
             break;
@@ -241,6 +244,9 @@ void Session::shut_down() {
     switch (state_) {
         case SessionState::ProxyingHttp:
             http_->shut_down();
+            break;
+        case SessionState::Http2:
+            h2_->shut_down();
             break;
         case SessionState::Open:
             send_close(Side::Client, ws::close_code::going_away, "shutdown");
@@ -320,16 +326,23 @@ void Session::release(Side side) {
     peer.flushing = false;
     peer.ping_pending = false;
     if (peer.bev) {
+        // An HTTP/2 stream learns that its session is done.
+        if (peer.h2) bufferevent_flush(peer.bev, EV_WRITE, BEV_FINISHED);
         bufferevent_free(peer.bev);
         peer.bev = nullptr;
     }
     raw_release(peer);
 }
 
+void Session::h2_finished() { finish(); }
+
 void Session::finish() {
     if (state_ == SessionState::Closed) return;
     set_state(SessionState::Closed);
     http_.reset();
+    // An HTTP/2 connection logs nothing itself: its streams have their lines.
+    const bool was_http2 = h2_ != nullptr;
+    h2_.reset();
     release(Side::Client);
     release(Side::Backend);
     if (backend_state_) {
@@ -346,7 +359,8 @@ void Session::finish() {
     // A kept-alive connection that ends between requests has nothing to log;
     // nor has a refusal over max_connections (counted in connections_refused,
     // like the plain listeners' 503 at accept, so an overload floods no log).
-    if (!keepalive_wait_ && !over_limit) {
+    if (!keepalive_wait_ && !over_limit && !was_http2) {
+        worker_.metrics().sessions_by_proto[record_.proto == "h2" ? 1 : record_.proto == "h2c" ? 2 : 0].add();
         worker_.write_access(record_, generation_->config());
         worker_.metrics().session_ended(obs::SessionKey{record_.pool, record_.backend, record_.status},
                                         record_.close_code, record_.close_by);

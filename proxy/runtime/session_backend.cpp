@@ -410,6 +410,11 @@ void Session::refuse(int status, std::string_view reason, std::string_view extra
 // for a moment so that unread request bytes do not turn our close into a
 // reset that destroys the response (RFC 9112 §9.6).
 void Session::lingering_close() {
+    // An HTTP/2 stream has no socket to linger on: its end is the stream's.
+    if (client_.h2) {
+        finish();
+        return;
+    }
     if (handshake_->lingering) return;
     handshake_->lingering = true;
     evutil_socket_t fd = bufferevent_getfd(client_.bev);

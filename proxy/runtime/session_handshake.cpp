@@ -22,6 +22,7 @@
 #include "net/tls.h"
 #include "runtime/forward.h"
 #include "runtime/worker.h"
+#include "runtime/h2_connection.h"
 #include "runtime/session_internal.h"
 
 namespace runtime {
@@ -107,6 +108,73 @@ bool Session::attach_client(int fd) {
     bufferevent_setwatermark(client_.bev, EV_READ, 0, generation_->config().limits.max_header_bytes + 1);
     bufferevent_enable(client_.bev, EV_READ);
     return true;
+}
+
+void Session::start_stream(bufferevent* bev, const config::Listener& listener, const std::string& peer_ip,
+                           const std::string& client_text, const char* proto) {
+    started_ms_ = worker_.now_ms();
+    clock_gettime(CLOCK_MONOTONIC, &handshake_->accepted_at);
+    listener_ = &listener;
+    handshake_->peer_ip = client_ip_ = peer_ip;
+    record_.client = client_text;
+    record_.proto = proto;
+    h2_possible_ = false;
+    client_.h2 = true;
+    client_.bev = bev;
+    arm_timer(generation_->config().timeouts.handshake.count());
+    bufferevent_setcb(client_.bev, &Session::on_client_read, &Session::on_client_write, &Session::on_client_event, this);
+    bufferevent_setwatermark(client_.bev, EV_READ, 0, generation_->config().limits.max_header_bytes + 1);
+    bufferevent_enable(client_.bev, EV_READ | EV_WRITE);
+}
+
+// Whether the first request is HTTP/2 (listener http2 = true): ALPN chose
+// "h2" on TLS; on a plain listener the bytes start with the client preface
+// (RFC 9113 §3.4, h2c with prior knowledge). True when the connection went
+// to an H2Connection, or when the bytes so far are a prefix of the preface
+// and more are needed to tell.
+bool Session::detect_http2() {
+    static constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    if (!listener_->http2 || client_.h2) {
+        h2_possible_ = false;
+        return false;
+    }
+    if (listener_->tls) {
+        h2_possible_ = false;
+        const unsigned char* alpn = nullptr;
+        unsigned int length = 0;
+        if (SSL* ssl = bufferevent_openssl_get_ssl(client_.bev)) SSL_get0_alpn_selected(ssl, &alpn, &length);
+        if (length != 2 || std::memcmp(alpn, "h2", 2) != 0) return false;
+        become_http2();
+        return true;
+    }
+    evbuffer* input = bufferevent_get_input(client_.bev);
+    const std::size_t length = std::min(evbuffer_get_length(input), kPreface.size());
+    const auto* data = reinterpret_cast<const char*>(evbuffer_pullup(input, static_cast<ev_ssize_t>(length)));
+    if (std::string_view(data, length) != kPreface.substr(0, length)) {
+        h2_possible_ = false;
+        return false;
+    }
+    if (length < kPreface.size()) return true;
+    h2_possible_ = false;
+    become_http2();
+    return true;
+}
+
+// The connection is handed to an H2Connection; this session keeps its
+// accounting (connections, per-IP count) until the connection ends.
+void Session::become_http2() {
+    evtimer_del(timer_);
+    set_state(SessionState::Http2);
+    bufferevent* bev = client_.bev;
+    client_.bev = nullptr;
+    client_.gone = true;
+    h2_ = std::make_unique<H2Connection>(worker_, *this, bev, generation_, *listener_, client_ip_, record_.client,
+                                         listener_->tls != nullptr);
+    if (!h2_->start()) {
+        record_.reason = "out of memory";
+        record_.close_by = "proxy";
+        finish();
+    }
 }
 
 // limits.max_connections_per_ip, counted on the client address as known at
@@ -225,6 +293,7 @@ void Session::use_proxy_source(const proxyproto::Result& result) {
 }
 
 void Session::read_request() {
+    if (h2_possible_ && detect_http2()) return;
     evbuffer* input = bufferevent_get_input(client_.bev);
     if (keepalive_wait_) {
         // The next request on a kept-alive connection starts: its head gets

@@ -92,8 +92,19 @@ void Session::open_tunnel(bool deflate) {
     arm_timer(next_tunnel_deadline() - now);
     // A plain back end is raw already; the client joins it, over TLS or not.
     if (backend_.plain) {
-        switch_to_raw();
-        return;
+        if (!client_.h2) {
+            switch_to_raw();
+            return;
+        }
+        // An HTTP/2 stream is a bufferevent (one end of a pair): the plain
+        // back end joins it in the bufferevent tunnel.
+        if (!adopt_backend_bufferevent()) {
+            release(Side::Backend);
+            record_.reason = "out of memory";
+            record_.close_by = "proxy";
+            finish();
+            return;
+        }
     }
     std::size_t high = config.limits.buffer_bytes;
     // bufferevent_getfd() costs a locked control call: once per tunnel, not per write.
