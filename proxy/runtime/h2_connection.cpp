@@ -329,6 +329,11 @@ void H2Connection::on_wake(evutil_socket_t, short, void* self) {
     const bool finished = c->dead_ ||
                           (idle_out && !nghttp2_session_want_read(c->session_) && !nghttp2_session_want_write(c->session_)) ||
                           (idle_out && c->closing_ && c->streams_.empty());
+    if (finished && c->worker_.log().enabled(obs::Level::Debug)) {
+        c->worker_.log().log(obs::Level::Debug, "h2 connection from {} ends: dead={} want_read={} want_write={} closing={} streams={}",
+                             c->client_text_, c->dead_, nghttp2_session_want_read(c->session_),
+                             nghttp2_session_want_write(c->session_), c->closing_, c->streams_.size());
+    }
     if (finished) c->host_.h2_finished();  // deletes c
 }
 
@@ -338,7 +343,8 @@ void H2Connection::schedule() {
     if (wake_) event_active(wake_, EV_TIMEOUT, 0);
 }
 
-void H2Connection::fail(const char*) {
+void H2Connection::fail(const char* reason) {
+    worker_.log().log(obs::Level::Debug, "h2 connection from {}: {}", client_text_, reason);
     dead_ = true;
     bufferevent_disable(bev_, EV_READ | EV_WRITE);
     schedule();
@@ -387,6 +393,7 @@ void H2Connection::flush() {
         const std::uint8_t* data = nullptr;
         const ssize_t n = nghttp2_session_mem_send(session_, &data);
         if (n < 0) {
+            worker_.log().log(obs::Level::Info, "h2 connection from {}: {}", client_text_, nghttp2_strerror(static_cast<int>(n)));
             dead_ = true;
             return;
         }

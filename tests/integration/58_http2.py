@@ -297,4 +297,146 @@ def plain_http_over_h2_curl_nghttp_h2client():
         check_eq({e["proto"] for e in entries}, {"h2c"}, "proto over h2c")
 
 
+# ---- every tunnel rule over HTTP/1.1, TLS and h2, from one body -------------------
+
+def rules_limits_idle(kind):
+    """1002 for an unmasked client frame, 1009 over max_message_bytes, 1001
+    after the idle timeout: the same close codes on every transport."""
+    with Backend("echo", id="b1") as b, \
+            Wsgate(config([{"name": "main", "backends": [b]}], listeners_for(kind),
+                          limits={"max_message_bytes": 1000}, timeouts={"idle": "1s"})) as gw:
+        ws = open_ws(kind, gw.port)
+        ws.send_frame(OP_TEXT, b"unmasked", mask=False)
+        check_eq(ws.recv_close(), (1002, "unmasked client frame"), "1002")
+        ws.close()
+        ws = open_ws(kind, gw.port)
+        ws.send_binary(b"x" * 999)
+        check_eq(ws.recv_message(), (OP_BINARY, b"x" * 999), "under the limit")
+        ws.send_binary(b"x" * 1001)
+        code, _ = ws.recv_close()
+        check_eq(code, 1009, "1009 over max_message_bytes")
+        ws.close()
+        ws = open_ws(kind, gw.port)
+        started = time.monotonic()
+        check_eq(ws.recv_close(timeout=5), (1001, "idle timeout"), "idle close")
+        check(0.8 < time.monotonic() - started < 4, "idle timeout timing")
+        ws.close()
+        entries = gw.access_log_entries(wait_for=3)
+        check_eq(sorted(e["close_code"] for e in entries), [1001, 1002, 1009], "close codes logged")
+        check_eq({e["proto"] for e in entries}, {PROTO_OF[kind]}, "proto")
+
+
+def rules_heartbeat(kind):
+    """Our heartbeat pings reach the client; a client that never answers
+    is dropped after heartbeat.timeout."""
+    with Backend("echo", id="b1") as b, \
+            Wsgate(config([{"name": "main", "backends": [b]}], listeners_for(kind),
+                          heartbeat={"interval": "300ms", "timeout": "500ms", "peers": "client"})) as gw:
+        ws = open_ws(kind, gw.port)
+        check(ws.wait_eof(timeout=5), "connection or stream not ended by the heartbeat timeout")
+        check(len(ws.pings) >= 1, "no heartbeat ping seen")
+        entries = gw.access_log_entries(wait_for=1)
+        check_eq((entries[0]["reason"], entries[0]["proto"]), ("heartbeat timeout", PROTO_OF[kind]), "logged")
+        # A client that answers stays.
+        ws = open_ws(kind, gw.port)
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            try:
+                got = ws.recv_message(timeout=0.2, answer_pings=True)
+            except socket.timeout:
+                continue
+            check(got is None or got[0] != 8, f"an answering client was closed: {got}")
+        ws.send_text("alive")
+        check_eq(ws.recv_message(answer_pings=True), (OP_TEXT, b"alive"), "echo after 1.5 s of heartbeats")
+        ws.close()
+
+
+def rules_backend_death_drain_sigterm(kind):
+    """1014 when the back end dies, 1012 when a reload removes it, 1001 on
+    SIGTERM (for h2: GOAWAY too, and the stream's close frame)."""
+    def rewrite(gw, backend):
+        text = config([{"name": "main", "backends": [backend]}], listeners_for(kind))
+        gw.rewrite_config(text.replace("@PORT@", str(gw.port)).replace("@TMP@", gw.tmpdir))
+        gw.reload()
+
+    def connect_to(gw, ident):
+        found = []
+
+        def attempt():
+            try:
+                ws = open_ws(kind, gw.port)
+            except (AssertionError, OSError):
+                return False  # the old generation's dead back end (502) until the reload is adopted
+            ws.send_text("whoami")
+            if ws.recv_message() == (OP_TEXT, ident.encode()):
+                found.append(ws)
+                return True
+            ws.close()
+            return False
+        check(wait_until(attempt, 5, interval=0.1), f"no session on {ident}")
+        return found[0]
+
+    with Backend("echo", id="b1") as b1, Backend("echo", id="b2") as b2, Backend("echo", id="b3") as b3, \
+            Wsgate(config([{"name": "main", "backends": [b1]}], listeners_for(kind))) as gw:
+        ws = connect_to(gw, "id:b1")
+        b1.kill()
+        check_eq(ws.recv_close(timeout=5), (1014, "backend reset"), "1014")
+        ws.close()
+        rewrite(gw, b2)
+        ws = connect_to(gw, "id:b2")
+        rewrite(gw, b3)
+        check_eq(ws.recv_close(timeout=5), (1012, "service restart"), "1012 after the reload")
+        ws.close()
+        ws = connect_to(gw, "id:b3")
+        gw.signal(signal.SIGTERM)
+        check_eq(ws.recv_close(timeout=5), (1001, "shutdown"), "SIGTERM 1001")
+        if kind == "h2":
+            ws.send_close(1001)
+            wait_until(lambda: not ws.client.pump(0.2) or ws.client.goaway is not None, 5)
+            check(ws.client.goaway == 0 or ws.client.closed, f"GOAWAY NO_ERROR on SIGTERM, got {ws.client.goaway}")
+        check(gw.proc.wait(timeout=10) == 0, "exit status after SIGTERM")
+
+
+def rules_backpressure(kind):
+    """A client that reads nothing holds the back end at limits.buffer_bytes
+    (per stream on h2: flow control): memory stays bounded, then every
+    message arrives in order."""
+    count, size = 1500, 16384
+    with Backend("flood", id="f", count=count, size=size) as b, \
+            Wsgate(config([{"name": "main", "backends": [b]}], listeners_for(kind))) as gw:
+        baseline = gw.rss_kib()
+        ws = open_ws(kind, gw.port)
+        peak = baseline
+        for _ in range(8):
+            time.sleep(0.25)
+            peak = max(peak, gw.rss_kib())
+        check(peak - baseline < 24 * 1024, f"RSS grew by {(peak - baseline) // 1024} MiB while the client did not read")
+        got = 0
+        while True:
+            message = ws.recv_message(timeout=15)
+            check(message is not None, f"ended after {got} messages")
+            op, payload = message
+            if op == OP_TEXT:
+                break
+            check_eq(struct.unpack(">Q", payload[:8])[0], got, "sequence number")
+            got += 1
+        check_eq(got, count, "messages")
+        ws.close()
+        return f"RSS +{(peak - baseline) // 1024} MiB while stalled"
+
+
+def _register(rule, kind, timeout):
+    def run():
+        return rule(kind)
+    run.__name__ = f"{rule.__name__}_{kind.replace('/', '').replace('.', '')}"
+    test(run, timeout=timeout)
+
+
+for _kind in KINDS:
+    _register(rules_limits_idle, _kind, 40)
+    _register(rules_heartbeat, _kind, 40)
+    _register(rules_backend_death_drain_sigterm, _kind, 40)
+    _register(rules_backpressure, _kind, 60)
+
+
 main()

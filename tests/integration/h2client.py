@@ -11,11 +11,25 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.errors
 import h2.settings
 
 from harness import HOST, HarnessError, decode_frame, encode_frame
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+class GracefulConnection(h2.connection.H2Connection):
+    """python-h2 closes its side on any GOAWAY; RFC 9113 §6.8 lets the
+    streams up to the GOAWAY's last stream id finish, as browsers do. This
+    one reports the GOAWAY and keeps processing those streams."""
+
+    def _receive_goaway_frame(self, frame):
+        event = h2.events.ConnectionTerminated()
+        event.error_code = h2.errors._error_code_from_int(frame.error_code)
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
 
 
 class Stream:
@@ -41,13 +55,14 @@ class H2Client:
         else:
             self.sock = raw
             self.alpn = None
-        self.conn = h2.connection.H2Connection(
+        self.conn = GracefulConnection(
             h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         self.conn.initiate_connection()
         self.conn.increment_flow_control_window(16 * 1024 * 1024)
         self.streams = {}
         self.goaway = None        # the error code of a GOAWAY received
         self.closed = False
+        self.protocol_error = None  # what python-h2 objected to in the server's frames
         self.remote_settings_seen = False
         self._flush()
 
@@ -74,7 +89,8 @@ class H2Client:
             return False
         try:
             events = self.conn.receive_data(data)
-        except h2.exceptions.ProtocolError:
+        except h2.exceptions.ProtocolError as e:
+            self.protocol_error = e
             self.closed = True
             return False
         for ev in events:
