@@ -1,5 +1,7 @@
 #include "runtime/h2_connection.h"
 
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <cstring>
 #include <optional>
@@ -91,7 +93,7 @@ struct H2Callbacks {
         nghttp2_session_set_stream_user_data(session, s->id, s.get());
         c->streams_[s->id] = std::move(s);
         c->worker_.metrics().h2_streams_opened.add();
-        if (c->idle_) evtimer_del(c->idle_);
+        if (c->idle_ && !c->failing_) evtimer_del(c->idle_);
         return 0;
     }
 
@@ -319,16 +321,38 @@ void H2Connection::on_write(bufferevent*, void* self) { static_cast<H2Connection
 
 void H2Connection::on_idle(evutil_socket_t, short, void* self) {
     auto* c = static_cast<H2Connection*>(self);
-    if (c->streams_.empty()) c->shut_down();
+    if (c->failing_) {
+        c->fail("GOAWAY not taken in time");
+    } else if (c->streams_.empty()) {
+        c->shut_down();
+    }
 }
 
 void H2Connection::on_wake(evutil_socket_t, short, void* self) {
     auto* c = static_cast<H2Connection*>(self);
     if (!c->dead_) c->flush();
     const bool idle_out = evbuffer_get_length(bufferevent_get_output(c->bev_)) == 0;
-    const bool finished = c->dead_ ||
-                          (idle_out && !nghttp2_session_want_read(c->session_) && !nghttp2_session_want_write(c->session_)) ||
-                          (idle_out && c->closing_ && c->streams_.empty());
+    const bool done = (idle_out && !nghttp2_session_want_read(c->session_) && !nghttp2_session_want_write(c->session_)) ||
+                      (idle_out && c->closing_ && c->streams_.empty());
+    if (done && !c->closing_ && !c->failing_ && !c->dead_) {
+        // nghttp2 ended the session itself (GOAWAY after an attack bound,
+        // such as the reset rate limit): linger as after a receive error.
+        c->worker_.log().log(obs::Level::Info, "h2 connection from {}: ended by nghttp2 (GOAWAY sent)", c->client_text_);
+        c->worker_.metrics().h2_protocol_errors.add();
+        c->failing_ = true;
+        evtimer_del(c->idle_);
+        timeval second{1, 0};
+        evtimer_add(c->idle_, &second);
+    }
+    if (done && c->failing_ && !c->dead_) {
+        // The GOAWAY is out: stop writing, keep draining until the timer.
+        if (!c->listener_.tls) {
+            const evutil_socket_t fd = bufferevent_getfd(c->bev_);
+            if (fd >= 0) shutdown(fd, SHUT_WR);
+        }
+        return;
+    }
+    const bool finished = c->dead_ || done;
     if (finished && c->worker_.log().enabled(obs::Level::Debug)) {
         c->worker_.log().log(obs::Level::Debug, "h2 connection from {} ends: dead={} want_read={} want_write={} closing={} streams={}",
                              c->client_text_, c->dead_, nghttp2_session_want_read(c->session_),
@@ -360,20 +384,33 @@ void H2Connection::arm_idle() {
 void H2Connection::receive() {
     if (dead_) return;
     evbuffer* input = bufferevent_get_input(bev_);
+    if (failing_) {
+        // Lingering: what the client still sends is read and dropped, so
+        // that closing does not reset the connection and destroy our GOAWAY
+        // before the client has read it (as RFC 9112 §9.6 for HTTP/1.1).
+        evbuffer_drain(input, evbuffer_get_length(input));
+        return;
+    }
     while (evbuffer_get_length(input) > 0) {
         evbuffer_iovec chunk;
         if (evbuffer_peek(input, -1, nullptr, &chunk, 1) < 1) break;
-        in_receive_ = true;
         const ssize_t n = nghttp2_session_mem_recv(session_, static_cast<const std::uint8_t*>(chunk.iov_base), chunk.iov_len);
-        in_receive_ = false;
         if (n < 0) {
             // nghttp2 has queued its GOAWAY where the protocol allows one;
             // reading stops and the connection ends once it is out.
             worker_.log().log(obs::Level::Info, "h2 connection from {}: {}", client_text_, nghttp2_strerror(static_cast<int>(n)));
             worker_.metrics().h2_protocol_errors.add();
-            bufferevent_disable(bev_, EV_READ);
             evbuffer_drain(input, evbuffer_get_length(input));
-            if (n == NGHTTP2_ERR_BAD_CLIENT_MAGIC) dead_ = true;
+            if (n == NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
+                dead_ = true;
+            } else {
+                // The GOAWAY gets a second to leave; a client that does not
+                // read it (a flood) loses the connection then.
+                failing_ = true;
+                evtimer_del(idle_);
+                timeval second{1, 0};
+                evtimer_add(idle_, &second);
+            }
             break;
         }
         evbuffer_drain(input, static_cast<std::size_t>(n));
@@ -581,7 +618,7 @@ void H2Connection::stream_closed(std::int32_t id, std::uint32_t) {
     // Bytes the Session never took still count against the connection's window.
     if (s.unconsumed + s.to_consume > 0) nghttp2_session_consume_connection(session_, s.unconsumed + s.to_consume);
     streams_.erase(it);
-    if (streams_.empty()) arm_idle();
+    if (streams_.empty() && !failing_) arm_idle();
     schedule();
 }
 

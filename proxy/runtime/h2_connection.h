@@ -94,7 +94,7 @@ private:
     std::map<std::int32_t, std::unique_ptr<Stream>> streams_;
     bool closing_ = false;    // GOAWAY sent: ends once no stream is left
     bool dead_ = false;       // the connection failed: the host ends it on the next wake
-    bool in_receive_ = false;
+    bool failing_ = false;    // a protocol error or attack bound: GOAWAY queued, the idle timer ends it
 };
 
 }  // namespace runtime

@@ -80,7 +80,7 @@ class H2Client:
         self.sock.settimeout(timeout if timeout is not None else self.timeout)
         try:
             data = self.sock.recv(65536)
-        except socket.timeout:
+        except (socket.timeout, BlockingIOError, ssl.SSLWantReadError):
             return True
         except (ConnectionResetError, ssl.SSLError, OSError):
             data = b""
