@@ -93,6 +93,7 @@ struct H2Callbacks {
         nghttp2_session_set_stream_user_data(session, s->id, s.get());
         c->streams_[s->id] = std::move(s);
         c->worker_.metrics().h2_streams_opened.add();
+        c->worker_.metrics().h2_streams_open.add();
         if (c->idle_ && !c->failing_) evtimer_del(c->idle_);
         return 0;
     }
@@ -235,6 +236,7 @@ H2Connection::~H2Connection() {
             bufferevent_free(s->end);
         }
     }
+    worker_.metrics().h2_streams_open.sub(streams_.size());
     if (session_) nghttp2_session_del(session_);
     if (wake_) event_free(wake_);
     if (idle_) event_free(idle_);
@@ -618,6 +620,7 @@ void H2Connection::stream_closed(std::int32_t id, std::uint32_t) {
     // Bytes the Session never took still count against the connection's window.
     if (s.unconsumed + s.to_consume > 0) nghttp2_session_consume_connection(session_, s.unconsumed + s.to_consume);
     streams_.erase(it);
+    worker_.metrics().h2_streams_open.sub();
     if (streams_.empty() && !failing_) arm_idle();
     schedule();
 }

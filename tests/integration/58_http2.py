@@ -297,6 +297,52 @@ def plain_http_over_h2_curl_nghttp_h2client():
         check_eq({e["proto"] for e in entries}, {"h2c"}, "proto over h2c")
 
 
+@test(timeout=40)
+def status_metrics_and_sighup_keep_h2_connections():
+    """/status counts HTTP/2 connections and streams, metrics are labelled
+    by proto; a SIGHUP reload keeps the connection and its streams, and a
+    new stream on it follows the new configuration."""
+    from harness import admin_status, free_port
+    import urllib.request
+    admin = f"{HOST}:{free_port()}"
+    with Backend("echo", id="b1") as b1, Backend("echo", id="b2") as b2:
+        def conf(routes_other):
+            text = config([{"name": "main", "backends": [b1]}, {"name": "other", "backends": [b2]}],
+                          [plain_listener(http2=True)],
+                          routes=([{"path_prefix": "/other", "pool": "other"}] if routes_other else [])
+                          + [{"path_prefix": "/", "pool": "main"}])
+            return text + f"\n[admin]\nlisten = \"{admin}\"\n"
+        with Wsgate(conf(False)) as gw:
+            c = H2Client(gw.port)
+            ws_a, ws_b = H2Ws(c, c.websocket("/a")), H2Ws(c, c.websocket("/other"))
+            for ws in (ws_a, ws_b):
+                ws.send_text("whoami")
+                check_eq(ws.recv_message(), (OP_TEXT, b"id:b1"), "before the reload: every path on main")
+            port = int(admin.rsplit(":", 1)[1])
+            check_eq(admin_status(port).get("http2"), {"connections": 1, "streams": 2}, "/status http2")
+            metrics = urllib.request.urlopen(f"http://{admin}/metrics", timeout=5).read().decode()
+            check("wsgate_h2_connections_active 1" in metrics, "h2 connections gauge")
+            since = gw.error_log_offset()
+            gw.rewrite_config(conf(True).replace("@PORT@", str(gw.port)).replace("@TMP@", gw.tmpdir))
+            gw.reload()
+            check(gw.wait_error_log(r"reloaded .*generation 2", timeout=5, since=since), "reload not done")
+            for ws in (ws_a, ws_b):
+                ws.send_text("whoami")
+                check_eq(ws.recv_message(), (OP_TEXT, b"id:b1"), "open streams kept across the reload")
+            ws_c = H2Ws(c, c.websocket("/other"))
+            ws_c.send_text("whoami")
+            check_eq(ws_c.recv_message(), (OP_TEXT, b"id:b2"), "a new stream on the old connection uses the new routes")
+            check(not c.closed and c.goaway is None, "the connection survived the reload")
+            for ws in (ws_a, ws_b, ws_c):
+                ws.send_close()
+                ws.recv_close()
+            entries = gw.access_log_entries(wait_for=3)
+            check_eq([e["proto"] for e in entries], ["h2c"] * 3, "proto")
+            metrics = urllib.request.urlopen(f"http://{admin}/metrics", timeout=5).read().decode()
+            check('wsgate_sessions_by_proto_total{proto="h2c"} 3' in metrics, "sessions by proto")
+            c.close()
+
+
 # ---- every tunnel rule over HTTP/1.1, TLS and h2, from one body -------------------
 
 def rules_limits_idle(kind):
