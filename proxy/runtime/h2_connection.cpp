@@ -234,6 +234,7 @@ H2Connection::~H2Connection() {
             evbuffer_remove_cb_entry(bufferevent_get_output(s->end), s->drain_cb);
             bufferevent_flush(s->end, EV_WRITE, BEV_FINISHED);
             bufferevent_free(s->end);
+            s->end = nullptr;
         }
     }
     worker_.metrics().h2_streams_open.sub(streams_.size());
