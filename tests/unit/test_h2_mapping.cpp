@@ -162,23 +162,15 @@ TEST_CASE("h2map: responses: 101 becomes 200 with the subprotocol and extensions
 TEST_CASE("h2map: responses: a refusal keeps its status and end-to-end fields") {
     const std::string bytes =
         "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 10\r\nConnection: close, X-Hop\r\n"
-        "X-Hop: 1\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nSet-Cookie: s=1\r\n\r\n";
+        "X-Hop: 1\r\nKeep-Alive: timeout=5\r\nSet-Cookie: s=1\r\n\r\n";
     http1::ResponseParser parser;
     http1::ResponseHead head;
-    const http1::Result parsed = parser.parse(bytes, head);
-    // Content-Length with Transfer-Encoding is refused by the parser: use
-    // a head without it for the field filter.
-    if (parsed.status != http1::Status::Done) {
-        const std::string clean =
-            "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 10\r\nConnection: close, X-Hop\r\n"
-            "X-Hop: 1\r\nKeep-Alive: timeout=5\r\nSet-Cookie: s=1\r\n\r\n";
-        http1::ResponseParser again;
-        REQUIRE(again.parse(clean, head).status == http1::Status::Done);
-    }
+    REQUIRE(parser.parse(bytes, head).status == http1::Status::Done);
     const h2map::Response r = h2map::from_http1(head);
     CHECK(r.status == 403);
     std::string names;
     for (const h2map::Field& f : r.fields) names += f.name + ";";
+    // Connection, the field it names and Keep-Alive are connection-specific.
     CHECK(names == "content-type;content-length;set-cookie;");
 }
 
