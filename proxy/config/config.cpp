@@ -503,7 +503,7 @@ void Validator::listeners(const Node& root, std::vector<Listener>& out) {
     std::vector<std::size_t> file_index;
     for (const auto& [i, table] : items) {
         const std::string path = indexed("listener", i);
-        check_keys(*table, path, {"listen", "tls", "proxy_protocol", "trusted_proxies"});
+        check_keys(*table, path, {"listen", "tls", "proxy_protocol", "trusted_proxies", "http2"});
         if (table->find("listen") == nullptr) {
             missing(*table, join(path, "listen"));
             continue;
@@ -519,6 +519,11 @@ void Validator::listeners(const Node& root, std::vector<Listener>& out) {
                 listener.trusted_proxies = std::get<net::CidrSet>(std::move(parsed));
             }
         }
+        // HTTP/2 is on by default where ALPN can offer it (TLS), and on
+        // request on plain listeners (h2c with prior knowledge); read before
+        // the TLS context, which offers "h2" only when it is on.
+        listener.http2 = table->find("tls") != nullptr;
+        read_bool(*table, path, "http2", listener.http2);
         // With proxy_protocol too, the cleartext PROXY header precedes the
         // TLS handshake (runtime::Session reads it before starting TLS).
         listener_tls(*table, path, listener);
@@ -585,7 +590,8 @@ void Validator::limits(const Node& root, Limits& out) {
     if (table == nullptr) return;
     const std::string path = "limits";
     check_keys(*table, path, {"max_header_bytes", "max_message_bytes", "max_connections_per_ip", "buffer_bytes",
-                              "handshakes_per_ip", "handshake_burst"});
+                              "handshakes_per_ip", "handshake_burst", "h2_max_concurrent_streams",
+                              "h2_stream_window_bytes", "h2_connection_window_bytes"});
     if (const Node* rate = table->find("handshakes_per_ip")) {
         const std::string key = join(path, "handshakes_per_ip");
         if (rate->kind != Kind::Float && rate->kind != Kind::Integer) {
@@ -604,6 +610,10 @@ void Validator::limits(const Node& root, Limits& out) {
     read_integer(*table, path, "max_message_bytes", 0, kMaxInt, out.max_message_bytes);
     read_integer(*table, path, "max_connections_per_ip", 0, kMaxInt, out.max_connections_per_ip);
     read_integer(*table, path, "buffer_bytes", 4096, kMaxInt, out.buffer_bytes);
+    read_integer(*table, path, "h2_max_concurrent_streams", 1, 10000, out.h2_max_concurrent_streams);
+    // RFC 9113 §6.9.1: a window is at least the initial 65535 and at most 2^31-1.
+    read_integer(*table, path, "h2_stream_window_bytes", 65535, 2147483647, out.h2_stream_window_bytes);
+    read_integer(*table, path, "h2_connection_window_bytes", 65535, 2147483647, out.h2_connection_window_bytes);
 }
 
 void Validator::pools(const Node& root, std::vector<Pool>& out) {
@@ -853,6 +863,7 @@ void Validator::listener_tls(const Node& listener, const std::string& listener_p
                {"cert", "key", "min_version", "sni", "ciphers", "ciphersuites", "groups", "ticket_key_file",
                 "session_cache", "session_timeout"});
     tls::ServerSettings settings;
+    settings.http2 = out.http2;
     bool ok = true;
     for (auto [key, field] : {std::pair{"cert", &settings.main.cert}, std::pair{"key", &settings.main.key}}) {
         if (table->find(key) == nullptr) {

@@ -69,6 +69,9 @@ struct Listener {
     std::shared_ptr<const tls::ServerContext> tls;  // set: wss:// (TLS terminated here)
     bool proxy_protocol = false;   // connections start with a PROXY v1/v2 header
     net::CidrSet trusted_proxies;  // peers whose X-Forwarded-For names the client
+    // HTTP/2 beside HTTP/1.1: ALPN "h2" on TLS (default on), h2c with prior
+    // knowledge on plain listeners (default off).
+    bool http2 = false;
 };
 
 struct Timeouts {
@@ -98,6 +101,13 @@ struct Limits {
     std::uint64_t buffer_bytes = 262144;       // high watermark per direction
     double handshakes_per_ip = 0;              // per second per client address; 0 = unlimited
     std::uint32_t handshake_burst = 0;         // bucket size; 0 = max(1, handshakes_per_ip)
+    // HTTP/2 front end: streams one connection may have open at once
+    // (SETTINGS_MAX_CONCURRENT_STREAMS), and the receive windows: how many
+    // bytes a client may send on one stream, and on the whole connection,
+    // before wsgate's back ends have taken them.
+    std::uint64_t h2_max_concurrent_streams = 100;
+    std::uint64_t h2_stream_window_bytes = 262144;
+    std::uint64_t h2_connection_window_bytes = 4194304;
 };
 
 // Where a route finds the client's token.

@@ -14,6 +14,8 @@ namespace tls {
 namespace {
 
 constexpr unsigned char kAlpnHttp11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+// HTTP/2 first (our preference, RFC 7301 §3.2), then HTTP/1.1.
+constexpr unsigned char kAlpnH2Http11[] = {2, 'h', '2', 8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
 constexpr unsigned char kSessionContext[] = "wsgate";
 
 char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
@@ -39,17 +41,23 @@ std::string openssl_reason() {
 }
 
 int select_alpn(SSL*, const unsigned char** out, unsigned char* out_length, const unsigned char* in,
-                unsigned int in_length, void*) {
-    // Only HTTP/1.1 is spoken: choose it when offered, otherwise carry on
-    // without ALPN rather than fail the handshake.
+                unsigned int in_length, void* http2) {
+    // HTTP/1.1, and h2 before it where the listener speaks HTTP/2: the
+    // first of ours the client offers; otherwise carry on without ALPN
+    // rather than fail the handshake.
+    const bool h2 = http2 != nullptr;
     unsigned char* selected = nullptr;
-    if (SSL_select_next_proto(&selected, out_length, kAlpnHttp11, sizeof kAlpnHttp11, in, in_length) ==
+    if (SSL_select_next_proto(&selected, out_length, h2 ? kAlpnH2Http11 : kAlpnHttp11,
+                              h2 ? sizeof kAlpnH2Http11 : sizeof kAlpnHttp11, in, in_length) ==
         OPENSSL_NPN_NEGOTIATED) {
         *out = selected;
         return SSL_TLSEXT_ERR_OK;
     }
     return SSL_TLSEXT_ERR_NOACK;
 }
+
+// The ALPN callback's argument on contexts of HTTP/2 listeners.
+int http2_marker = 0;
 
 // Where a listener SSL_CTX finds its ServerContext (for the ticket and
 // session cache callbacks, which carry no argument of their own).
@@ -114,7 +122,7 @@ SSL_CTX* new_server_ctx(const CertificatePair& pair, const ServerSettings& setti
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
         SSL_CTX_sess_set_cache_size(ctx, static_cast<long>(settings.session_cache));
     }
-    SSL_CTX_set_alpn_select_cb(ctx, &select_alpn, nullptr);
+    SSL_CTX_set_alpn_select_cb(ctx, &select_alpn, settings.http2 ? &http2_marker : nullptr);
     if (SSL_CTX_set_cipher_list(ctx, settings.ciphers.c_str()) != 1) {
         error = "ciphers: " + openssl_reason();
     } else if (SSL_CTX_set_ciphersuites(ctx, settings.ciphersuites.c_str()) != 1) {

@@ -48,6 +48,7 @@ struct ServerSettings {
     std::string ticket_key_file{};        // its path, as written
     std::size_t session_cache = 20000;    // sessions kept by ID; 0 = no ID resumption
     std::chrono::seconds session_timeout{300};
+    bool http2 = false;  // ALPN offers "h2" before "http/1.1"
 };
 
 // "" when OpenSSL accepts <list> as a TLS 1.2 cipher list (ciphers), TLS 1.3
@@ -64,9 +65,9 @@ bool server_name_matches(std::string_view pattern, std::string_view name);
 
 // Listener side: a default SSL_CTX plus one per SNI entry, chosen in the
 // servername callback. Defaults: TLS 1.2+, the intermediate profile above,
-// ALPN "http/1.1", SSL_MODE_RELEASE_BUFFERS so that idle TLS sessions hold
-// no record buffers, and resumption by tickets (our key ring, nginx's
-// ticket format) and by session ID.
+// ALPN "h2" (when settings.http2) then "http/1.1", SSL_MODE_RELEASE_BUFFERS
+// so that idle TLS sessions hold no record buffers, and resumption by
+// tickets (our key ring, nginx's ticket format) and by session ID.
 class ServerContext {
 public:
     // Loads and checks every pair (the key must match its certificate).

@@ -78,6 +78,7 @@ std::string format_json(const AccessRecord& r) {
     out += '"';
     add_string(out, "request_id", r.request_id);
     add_string(out, "client", r.client);
+    add_string(out, "proto", r.proto);
     add_string(out, "method", r.method);
     add_string(out, "host", r.host);
     add_string(out, "path", r.path);
@@ -105,6 +106,7 @@ std::string format_text(const AccessRecord& r) {
     std::string out = "time=" + format_time(r.time_ms);
     add_text(out, "request_id", r.request_id);
     add_text(out, "client", r.client);
+    add_text(out, "proto", r.proto);
     add_text(out, "method", r.method);
     add_text(out, "host", r.host);
     add_text(out, "path", r.path);

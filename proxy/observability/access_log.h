@@ -12,6 +12,7 @@ struct AccessRecord {
     std::int64_t time_ms = 0;  // end of the session, Unix epoch milliseconds
     std::string request_id;
     std::string client;        // "ip:port"
+    std::string proto = "http/1.1";  // the client's protocol: "http/1.1", "h2" or "h2c"
     std::string method;
     std::string host;
     std::string path;

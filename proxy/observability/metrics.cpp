@@ -158,6 +158,30 @@ std::string render_prometheus(const std::vector<WorkerMetrics*>& workers, const 
     line(fmt::format("wsgate_upstream_connections_total{{kind=\"reused\"}} {}",
                      sum(workers, [](WorkerMetrics& w) { return w.upstream_reused.get(); })));
 
+    header(out, "wsgate_sessions_by_proto_total", "counter",
+           "Finished sessions and refused requests, by the client's protocol (access log field proto).");
+    {
+        static constexpr const char* kProtos[] = {"http/1.1", "h2", "h2c"};
+        for (std::size_t p = 0; p < 3; ++p) {
+            line(fmt::format("wsgate_sessions_by_proto_total{{proto=\"{}\"}} {}", kProtos[p],
+                             sum(workers, [p](WorkerMetrics& w) { return w.sessions_by_proto[p].get(); })));
+        }
+    }
+    header(out, "wsgate_h2_connections_total", "counter", "Client connections that spoke HTTP/2 (h2 over TLS, h2c).");
+    line(fmt::format("wsgate_h2_connections_total {}", sum(workers, [](WorkerMetrics& w) { return w.h2_connections.get(); })));
+    header(out, "wsgate_h2_connections_active", "gauge", "HTTP/2 client connections open now.");
+    line(fmt::format("wsgate_h2_connections_active {}",
+                     sum(workers, [](WorkerMetrics& w) { return w.h2_connections_open.get(); })));
+    header(out, "wsgate_h2_streams_total", "counter", "HTTP/2 request streams, by outcome at the front end.");
+    line(fmt::format("wsgate_h2_streams_total{{outcome=\"opened\"}} {}",
+                     sum(workers, [](WorkerMetrics& w) { return w.h2_streams_opened.get(); })));
+    line(fmt::format("wsgate_h2_streams_total{{outcome=\"refused\"}} {}",
+                     sum(workers, [](WorkerMetrics& w) { return w.h2_streams_refused.get(); })));
+    header(out, "wsgate_h2_protocol_errors_total", "counter",
+           "HTTP/2 connections ended by a protocol error or an attack bound (GOAWAY).");
+    line(fmt::format("wsgate_h2_protocol_errors_total {}",
+                     sum(workers, [](WorkerMetrics& w) { return w.h2_protocol_errors.get(); })));
+
     header(out, "wsgate_backend_up", "gauge", "1 when the back end may take new sessions (healthy), else 0.");
     for (const BackendSnapshot& b : process.backends) {
         line(fmt::format("wsgate_backend_up{{pool=\"{}\",backend=\"{}\"}} {}", escape_label(b.pool), escape_label(b.backend),

@@ -66,6 +66,14 @@ struct WorkerMetrics {
     std::array<Counter, kHandshakeBuckets.size() + 1> handshake_buckets;  // last = +Inf
     Counter handshake_count;
     Counter handshake_micros;
+    // HTTP/2 front end (runtime/h2_connection.cpp).
+    Counter h2_connections;        // connections that spoke HTTP/2 (h2 or h2c)
+    Counter h2_connections_open;   // open now (add and sub: a gauge)
+    Counter h2_streams_opened;     // request streams begun
+    Counter h2_streams_open;       // open now (add and sub: a gauge)
+    Counter h2_streams_refused;    // answered by wsgate itself (400, 413, 501) or reset for oversized headers
+    Counter h2_protocol_errors;    // connections ended by an HTTP/2 protocol error or an attack bound
+    std::array<Counter, 3> sessions_by_proto;  // finished sessions: [0] http/1.1, [1] h2, [2] h2c
 
     // Per-session-end tallies: touched once per session, under a mutex that
     // only the scraper contends for.

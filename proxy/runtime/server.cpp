@@ -366,7 +366,14 @@ std::string Server::status_json() const {
         out += source == sources.end() ? "}" : fmt::format(R"(,"source":"{}"}})", obs::escape_label(source->second));
     }
     if (!first_pool) out += "]}";
-    out += "]}\n";
+    // HTTP/2: connections open now and the request streams open in them.
+    std::uint64_t h2_connections = 0, h2_streams = 0;
+    for (const auto& worker : workers_) {
+        h2_connections += worker->metrics().h2_connections_open.get();
+        h2_streams += worker->metrics().h2_streams_open.get();
+    }
+    out += fmt::format(R"(],"http2":{{"connections":{},"streams":{}}}}})", h2_connections, h2_streams);
+    out += "\n";
     return out;
 }
 

@@ -27,12 +27,15 @@
 namespace runtime {
 
 class Worker;
+class H2Connection;
 
 enum class SessionState {
     ReadingProxyHeader,  // listener speaks PROXY protocol: its v1/v2 header is not complete yet;
                          // handshake timer armed. On a TLS listener there is no bufferevent yet:
                          // the cleartext header is read from the raw socket (proxy_event_)
     ReadingRequest,    // client connected, request head incomplete; handshake timer armed
+    Http2,             // the connection speaks HTTP/2: an H2Connection owns it (no timer of
+                       // ours); each of its streams is a Session of its own
     Connecting,        // head valid, back end picked, TCP connect in flight; connect timer armed.
                        // A plain back end has no bufferevent: its raw event waits to write the head
     AwaitingResponse,  // head forwarded; waiting for the back end's response head; handshake timer armed
@@ -61,6 +64,16 @@ public:
     // Takes ownership of the accepted <fd>, accepted on <listener> (a
     // listener of this session's generation). May end (and free) the session.
     void start(int fd, const sockaddr* address, socklen_t length, const config::Listener& listener);
+    // An HTTP/2 stream (runtime/h2_connection.cpp) as a session: <bev> is
+    // the session's end of a bufferevent pair whose other end carries the
+    // stream; the request head arrives through it as from a socket.
+    // <peer_ip> and <client_text> are the connection's; <proto> is "h2" or
+    // "h2c" for the access log.
+    void start_stream(bufferevent* bev, const config::Listener& listener, const std::string& peer_ip,
+                      const std::string& client_text, const char* proto);
+    // The HTTP/2 connection this session handed its client to has ended.
+    // Frees the session.
+    void h2_finished();
 
     // Graceful stop: tunnels get close 1001 "going away" on both sides,
     // sessions still in their handshake are cut. May free the session.
@@ -96,6 +109,9 @@ public:
     // (TLS handshake done, PROXY header read) the client gets 503.
     bool over_limit = false;
     std::string listener_address;  // the listener that accepted the client
+    // An HTTP/2 stream's session: not a connection of its own (the
+    // connection's accounting stays with the session that accepted it).
+    bool h2_stream = false;
 
 private:
     // One TCP connection of the session and what the proxy knows of it.
@@ -130,6 +146,7 @@ private:
         bool gone = false;             // its connection is released
         bool flushing = false;         // released once its output drains
         bool plain = false;            // a plain TCP socket (not TLS): may be written directly
+        bool h2 = false;               // client: an HTTP/2 stream, <bev> one end of a bufferevent pair
         bool ping_pending = false;     // a heartbeat ping waits for a frame boundary
         bool ping_outstanding = false; // our ping is unanswered
     };
@@ -193,6 +210,8 @@ private:
     void reject_proxy_header(std::string_view error);
     void admit_client();
     void read_request();
+    bool detect_http2();
+    void become_http2();
     bool authorize(const config::Route& route, const http1::RequestHead& request, std::string& claim_key);
     bool admit_subject(const config::RouteAuth& auth);
     void handle_request(const http1::RequestHead& request, std::size_t head_bytes);
@@ -282,6 +301,8 @@ private:
     std::size_t backend_index_ = chash::kNone;
     std::shared_ptr<BackendState> backend_state_;
     std::unique_ptr<HttpExchange> http_;        // ProxyingHttp: the exchange in charge
+    std::unique_ptr<H2Connection> h2_;          // Http2: the connection in charge
+    bool h2_possible_ = true;                   // the first request may still turn out to be HTTP/2
     HttpOutcome http_outcome_ = HttpOutcome::Close;
     bool keepalive_wait_ = false;               // ReadingRequest after a response: no byte of the next request yet
     bool operator_drain_ = false;               // drain_at_ms_ was set by an admin drain, not a reload

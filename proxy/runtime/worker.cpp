@@ -335,6 +335,26 @@ void Worker::start_session(const BoundListener& bound, const config::Listener& l
     session->start(fd, address, static_cast<socklen_t>(length), listener);
 }
 
+void Worker::start_h2_stream(bufferevent* bev, const std::shared_ptr<const Generation>& generation,
+                             const config::Listener& listener, const std::string& peer_ip, const std::string& client_text,
+                             const char* proto) {
+    std::shared_ptr<const Generation> serving = generation;
+    const config::Listener* serving_listener = &listener;
+    for (const config::Listener& l : generation_->config().listeners) {
+        if (l.listen.text == listener.listen.text) {
+            serving = generation_;
+            serving_listener = &l;
+        }
+    }
+    auto* session = new Session(*this, serving);
+    session->h2_stream = true;
+    session->next = sessions_;
+    if (sessions_) sessions_->prev = session;
+    sessions_ = session;
+    ++session_count_;
+    session->start_stream(bev, *serving_listener, peer_ip, client_text, proto);
+}
+
 bool Worker::acquire_per_ip(const std::string& client_ip) {
     std::lock_guard lock(shared_.per_ip_mutex);
     std::uint64_t& count = shared_.per_ip[client_ip];
@@ -359,7 +379,7 @@ void Worker::session_finished(Session* session) {
     if (!session->subject_key.empty()) shared_.subject_limits.release(session->subject_key);
     if (session->over_limit) {
         --tls_refusals_;
-    } else {
+    } else if (!session->h2_stream) {
         shared_.connections.fetch_sub(1, std::memory_order_relaxed);
         metrics_.connection_closed(session->listener_address);
     }

@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 
@@ -118,6 +119,13 @@ public:
     std::int64_t now_ms() const;  // monotonic, coarse
     void write_access(const obs::AccessRecord& record, const config::Config& config);
     void session_finished(Session* session);
+    // A session for an HTTP/2 stream of a connection accepted on <listener>
+    // (of <generation>): <bev> is its end of the stream's bufferevent pair.
+    // The newest generation serves it when it still has that listener, as
+    // the next request on a kept-alive HTTP/1.1 connection.
+    void start_h2_stream(bufferevent* bev, const std::shared_ptr<const Generation>& generation,
+                         const config::Listener& listener, const std::string& peer_ip, const std::string& client_text,
+                         const char* proto);
     bool shutting_down() const { return shutting_down_; }
     // True at most once a second over all workers: whether a descriptor
     // (or other local resource) shortage should be logged now.

@@ -77,7 +77,10 @@ function connect() {
     return;
   }
   user.value = name;
-  const url = `ws://${gateway.value.trim()}/chat?user=${encodeURIComponent(name)}`;
+  // wss:// from a page served over https (mixed content is blocked); over
+  // HTTP/2 the browser may then open the socket inside the page's connection.
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const url = `${scheme}://${gateway.value.trim()}/chat?user=${encodeURIComponent(name)}`;
   system(`connecting to ${url}`);
   setState("connecting", "connecting");
   socket = new WebSocket(url);

@@ -2,8 +2,10 @@
 heartbeat, close relay, resets and backpressure (RFC 6455 sections 5-7).
 
 Every tunnel here is plain on both sides, so these tests drive the raw
-tunnel (proxy/runtime/session_raw.cpp) and the session state machine
-(proxy/runtime/session.cpp); 55_tls drives the raw tunnel with a TLS
+tunnel (proxy/runtime/session_raw.cpp), the tunnel policy
+(proxy/runtime/tunnel.cpp) and the session state machine
+(proxy/runtime/session.cpp, proxy/runtime/session_handshake.cpp,
+proxy/runtime/session_backend.cpp); 55_tls drives the raw tunnel with a TLS
 client and the bufferevent tunnel to a TLS back end."""
 
 import asyncio

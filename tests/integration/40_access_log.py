@@ -10,7 +10,7 @@ from harness import (HOST, Backend, RawWs, Wsgate, check, check_eq,
                      main, raw_exchange, test, upgrade_head)
 
 NUMBER = (int, float)
-FIELDS = {"time": str, "request_id": str, "client": str, "method": str,
+FIELDS = {"time": str, "request_id": str, "client": str, "proto": str, "method": str,
           "host": str, "path": str, "status": int, "pool": str, "backend": str,
           "key_fallback": bool, "connect_ms": NUMBER, "duration_ms": NUMBER,
           "bytes_in": int, "bytes_out": int, "messages_in": int,

@@ -37,7 +37,7 @@ TEST_CASE("RFC 3339 times with milliseconds in UTC") {
 
 TEST_CASE("JSON access line has every field in order") {
     CHECK(obs::format_json(sample()) ==
-          R"({"time":"2025-11-25T20:00:00.123Z","request_id":"abc","client":"127.0.0.1:5000","method":"GET",)"
+          R"({"time":"2025-11-25T20:00:00.123Z","request_id":"abc","client":"127.0.0.1:5000","proto":"http/1.1","method":"GET",)"
           R"("host":"example.com","path":"/chat","status":101,"pool":"main","backend":"127.0.0.1:9001",)"
           R"("key_fallback":false,"connect_ms":1,"duration_ms":2500,"bytes_in":300,"bytes_out":400,)"
           R"("messages_in":3,"messages_out":4,"close_code":1000,"close_by":"client","reason":"client closed",)"
@@ -57,7 +57,7 @@ TEST_CASE("text access line has the same fields, quoting values that need it") {
     r.key_fallback = true;
     r.backend = "";
     CHECK(obs::format_text(r) ==
-          "time=2025-11-25T20:00:00.123Z request_id=abc client=127.0.0.1:5000 method=GET host=example.com "
+          "time=2025-11-25T20:00:00.123Z request_id=abc client=127.0.0.1:5000 proto=http/1.1 method=GET host=example.com "
           "path=/chat status=101 pool=main backend=\"\" key_fallback=true connect_ms=1 duration_ms=2500 "
           "bytes_in=300 bytes_out=400 messages_in=3 messages_out=4 close_code=1000 close_by=client "
           "reason=\"client closed\" subject=\"\"");

@@ -276,7 +276,8 @@ TEST_CASE("config: unknown keys at every level") {
           "t.toml:8:1: heartbeat.intervall: unknown key (expected interval, timeout or peers)");
     CHECK(load_error(base("[limits]\nmax_frame_bytes = 1\n")) ==
           "t.toml:8:1: limits.max_frame_bytes: unknown key (expected max_header_bytes, max_message_bytes, "
-          "max_connections_per_ip, buffer_bytes, handshakes_per_ip or handshake_burst)");
+          "max_connections_per_ip, buffer_bytes, handshakes_per_ip, handshake_burst, h2_max_concurrent_streams, "
+          "h2_stream_window_bytes or h2_connection_window_bytes)");
     CHECK(load_error(base("[[route]]\npool = \"main\"\nprefix = \"/\"\n")) ==
           "t.toml:9:1: route[0].prefix: unknown key (expected path_prefix, host, pool, allowed_origins or auth)");
     CHECK(load_error(base("wieght = 2\n")) ==

@@ -1,4 +1,4 @@
-// The raw tunnel's TLS functions (runtime/session_raw.h) over a real TLS 1.3
+// The raw tunnel's TLS functions (runtime/session_raw.h, transport_tls.cpp) over a real TLS 1.3
 // session on a socket pair: what a TLS client's tunnel relies on once wsgate
 // has taken its session over from the bufferevent.
 #include <doctest/doctest.h>
