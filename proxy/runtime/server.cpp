@@ -363,7 +363,8 @@ AdminResponse Server::handle_admin(std::string_view method, std::string_view pat
         std::vector<obs::WorkerMetrics*> metrics;
         for (auto& worker : workers_) metrics.push_back(&worker->metrics());
         return AdminResponse{200, "text/plain; version=0.0.4; charset=utf-8",
-                             obs::render_prometheus(metrics, snapshot()) + resolver_->render_metrics(*config_)};
+                             obs::render_prometheus(metrics, snapshot()) + resolver_->render_metrics(*config_) +
+                                 shared_.auth_metrics.render()};
     }
     if (path == "/healthz") {
         return stopping_ ? AdminResponse{503, "text/plain; charset=utf-8", "draining\n"}
