@@ -70,10 +70,44 @@ public:
     // jwks_file: the stamp of the content published (main thread only).
     FileStamp stamp;
 
+    // The fetcher's progress, for a handshake held until the refetch its
+    // unknown kid asked for lands (runtime/token_check.h). Written by the
+    // fetcher (main thread), read by workers; the orders of the stores and
+    // loads make a reader that sees the floor of a fetch also see that
+    // fetch in flight or finished.
+    struct Progress {
+        bool on_demand = false;          // jwks_url: an unknown kid can trigger a fetch (jwks_file: never)
+        bool in_flight = false;          // a fetch is under way
+        std::int64_t kid_floor_until_ms = INT64_MIN;  // steady clock: unknown kids trigger no fetch before this
+        std::uint64_t finished = 0;      // fetches finished so far, published or failed
+    };
+    Progress progress() const {
+        Progress p;
+        p.on_demand = !origin_.url.empty();
+        p.kid_floor_until_ms = kid_floor_until_ms_.load(std::memory_order_acquire);
+        p.in_flight = in_flight_.load(std::memory_order_acquire);
+        p.finished = finished_.load(std::memory_order_acquire);
+        return p;
+    }
+    std::uint64_t finished_fetches() const { return finished_.load(std::memory_order_acquire); }
+    void fetch_started(std::int64_t kid_floor_until_ms) {
+        in_flight_.store(true, std::memory_order_release);
+        set_kid_floor(kid_floor_until_ms);
+    }
+    void set_kid_floor(std::int64_t until_ms) { kid_floor_until_ms_.store(until_ms, std::memory_order_release); }
+    // After publish() of the fetched set, or after a failure.
+    void fetch_finished() {
+        finished_.fetch_add(1, std::memory_order_acq_rel);
+        in_flight_.store(false, std::memory_order_release);
+    }
+
 private:
     Origin origin_;
     std::atomic<std::shared_ptr<const KeySet>> set_;
     std::atomic<bool> refetch_wanted_{false};
+    std::atomic<bool> in_flight_{false};
+    std::atomic<std::int64_t> kid_floor_until_ms_{INT64_MIN};
+    std::atomic<std::uint64_t> finished_{0};
 };
 
 inline constexpr std::int64_t kUnknownKidFloorMs = 30 * 1000;

@@ -20,8 +20,10 @@ namespace runtime {
 
 namespace {
 
-constexpr int kTickMs = 200;             // unknown-kid requests are noticed within this
-constexpr std::uint64_t kFileCheckTicks = 5;  // jwks_file stamps every second
+// Unknown-kid requests are noticed within this: a handshake held for the
+// refetch waits for it (plus the fetch itself).
+constexpr int kTickMs = 50;
+constexpr std::uint64_t kFileCheckTicks = 20;  // jwks_file stamps every second
 constexpr int kFetchTimeoutSeconds = 10;
 constexpr std::int64_t kErrorLogIntervalMs = 60 * 1000;
 constexpr std::size_t kMaxBodyBytes = 1 << 20;
@@ -87,6 +89,7 @@ void JwksFetcher::configure(const std::shared_ptr<const Generation>& generation)
                 if (was.url != origin.url || was.route != origin.route) continue;
                 if (auto set = old->source->current()) job->source->publish(set);
                 job->schedule = old->schedule;
+                job->source->set_kid_floor(job->schedule.last_kid_fetch_ms + jwks::kUnknownKidFloorMs);
                 job->last_error_log_ms = old->last_error_log_ms;
                 if (old->in_flight) job->schedule.next_periodic_ms = now;  // its answer goes to the old source
             }
@@ -162,6 +165,8 @@ void JwksFetcher::start_fetch(Job& job) {
     const jwks::Source::Origin& origin = job.source->origin();
     const jwks::HttpsUrl& url = origin.https;
     job.schedule.next_periodic_ms = now_ms() + origin.refresh_ms;
+    // Before anything can fail: fetch_failed() and publish() end it.
+    job.source->fetch_started(job.schedule.last_kid_fetch_ms + jwks::kUnknownKidFloorMs);
     SSL* ssl = origin.tls->new_ssl(url.host);
     if (ssl == nullptr) {
         fetch_failed(job, "cannot create a TLS session");
@@ -206,7 +211,10 @@ void JwksFetcher::start_fetch(Job& job) {
 void JwksFetcher::on_response(evhttp_request* request, void* arg) {
     auto* job = static_cast<Job*>(arg);
     job->in_flight = false;
-    if (job->retired) return;  // a reload replaced the route: its answer goes nowhere
+    if (job->retired) {  // a reload replaced the route: its answer goes nowhere
+        job->source->fetch_finished();  // handshakes held on the old route stop waiting
+        return;
+    }
     job->owner->finish_fetch(*job, request);
 }
 
@@ -243,6 +251,7 @@ void JwksFetcher::finish_fetch(Job& job, evhttp_request* request) {
 
 void JwksFetcher::fetch_failed(Job& job, const std::string& why) {
     const jwks::Source::Origin& origin = job.source->origin();
+    job.source->fetch_finished();
     metrics_.jwks_fetch(origin.route, false);
     // Retry soon, but never sooner than the periodic schedule would.
     if (!origin.url.empty()) job.schedule.next_periodic_ms = std::min(job.schedule.next_periodic_ms, now_ms() + kRetryMs);
@@ -270,6 +279,7 @@ void JwksFetcher::publish(Job& job, std::shared_ptr<const jwks::KeySet> set, con
     log_.log(obs::Level::Info, "route {}: JWK Set {} from {}: {} key(s): {}", origin.route, what,
              origin.url.empty() ? origin.file : origin.url, set->keys.size(), kids);
     job.source->publish(std::move(set));
+    job.source->fetch_finished();
 }
 
 }  // namespace runtime

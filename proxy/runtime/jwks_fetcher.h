@@ -3,7 +3,8 @@
 // rename or a write; checked every second) and jwks_url is fetched over
 // HTTPS with libevent's evhttp client over bufferevent_openssl, verified
 // against tls_ca or the system CAs: at start, every jwks_refresh, and at
-// once when a worker saw an unknown kid (at most once per 30 s per route).
+// once when a worker saw an unknown kid (at most once per 30 s per route;
+// the handshake that saw it waits for the answer: Source::progress).
 // A new set is published to the workers as an immutable snapshot
 // (jwks::Source::publish). A failed read or fetch (I/O, TLS, HTTP status,
 // bad JSON, no usable key) keeps the last good set, is counted in

@@ -35,6 +35,7 @@ const char* to_string(SessionState state) {
         case SessionState::ReadingProxyHeader: return "reading-proxy-header";
         case SessionState::ReadingRequest: return "reading-request";
         case SessionState::Http2: return "http2";
+        case SessionState::AwaitingKeys: return "awaiting-keys";
         case SessionState::Connecting: return "connecting";
         case SessionState::AwaitingResponse: return "awaiting-response";
         case SessionState::ProxyingHttp: return "proxying-http";
@@ -212,6 +213,9 @@ void Session::on_timer(evutil_socket_t, short, void* self) {
             }
             // Slowloris and silent clients: the head did not arrive in time.
             s->refuse(408, "request head timeout");
+            break;
+        case SessionState::AwaitingKeys:
+            s->check_keys();
             break;
         case SessionState::ProxyingHttp:
             s->after_http();

@@ -36,6 +36,9 @@ enum class SessionState {
     ReadingRequest,    // client connected, request head incomplete; handshake timer armed
     Http2,             // the connection speaks HTTP/2: an H2Connection owns it (no timer of
                        // ours); each of its streams is a Session of its own
+    AwaitingKeys,      // the token names a kid the route's JWK Set lacks and the refetch it asked
+                       // for is due: the head stays in the client's input; poll timer armed until
+                       // the fetch finishes or keys_deadline_ms, then the head is handled again
     Connecting,        // head valid, back end picked, TCP connect in flight; connect timer armed.
                        // A plain back end has no bufferevent: its raw event waits to write the head
     AwaitingResponse,  // head forwarded; waiting for the back end's response head; handshake timer armed
@@ -179,6 +182,12 @@ private:
         std::uint64_t refusal_body_remaining = 0;  // bytes of a relayed refusal body still due
         bool refusal_until_eof = false;            // the refusal body ends when the back end closes
         bool lingering = false;                    // our response is out; draining the client's input
+        // AwaitingKeys: the route's key source, its finished-fetch count when
+        // the token was checked, and when the wait ends regardless.
+        const jwks::Source* awaited_keys = nullptr;
+        std::uint64_t keys_fetches_before = 0;
+        std::int64_t keys_deadline_ms = 0;
+        bool keys_awaited = false;                 // held once: the next check of this head gives the verdict
     };
 
     // One direction of the tunnel: frames from <src> go to <dst>.
@@ -214,6 +223,8 @@ private:
     void become_http2();
     bool authorize(const config::Route& route, const http1::RequestHead& request, std::string& claim_key);
     bool admit_subject(const config::RouteAuth& auth);
+    void await_keys(const jwks::Source& keys, std::uint64_t fetches_before);
+    void check_keys();
     void handle_request(const http1::RequestHead& request, std::size_t head_bytes);
     void try_connect();
     void connect_tls(int fd, const config::Backend& backend);

@@ -332,7 +332,7 @@ void Session::handle_request(const http1::RequestHead& request, std::size_t head
     if (const http1::Header* host = request.find("host")) record_.host = host->value;
     if (const http1::Header* id = request.find("x-request-id"); id && forward::acceptable_request_id(id->value)) {
         record_.request_id = id->value;
-    } else {
+    } else if (!handshake_->keys_awaited) {  // a head handled again after AwaitingKeys keeps its id
         record_.request_id = forward::format_request_id(worker_.rng()(), worker_.rng()());
     }
 
@@ -345,7 +345,7 @@ void Session::handle_request(const http1::RequestHead& request, std::size_t head
             record_.client = client_ip_;
         }
     }
-    if (config.limits.handshakes_per_ip > 0) {
+    if (config.limits.handshakes_per_ip > 0 && !handshake_->keys_awaited) {
         std::int64_t retry_after = 0;
         if (!worker_.take_handshake_token(client_ip_, retry_after)) {
             refuse(429, "too many handshakes from this address",
@@ -426,9 +426,16 @@ bool Session::authorize(const config::Route& route, const http1::RequestHead& re
     }
     std::string_view problem = "missing token";
     jwt::Result result;
+    // Read before the set is: a fetch that lands after it counts as an answer.
+    const std::uint64_t fetches_before = auth.keys ? auth.keys->finished_fetches() : 0;
     if (token) {
         result = verify_route_token(auth, *token, static_cast<std::int64_t>(std::time(nullptr)));
         problem = result.error;
+    }
+    if (token && result.unknown_key_id && !hs.keys_awaited &&
+        keys_worth_awaiting(auth.keys->progress(), fetches_before, fetch_clock_ms())) {
+        await_keys(*auth.keys, fetches_before);
+        return false;
     }
     if (token && result.ok && auth.max_sessions_per_subject > 0 && !result.claims.header_value("sub")) {
         result.ok = false;  // max_sessions_per_subject has nothing to count it by
@@ -464,6 +471,45 @@ bool Session::authorize(const config::Route& route, const http1::RequestHead& re
     const config::Pool& pool = generation_->config().pools[route.pool_index];
     if (pool.hash.source == chash::KeySource::Claim) claim_key = result.claims.header_value(pool.hash.name).value_or("");
     return true;
+}
+
+// The token's kid is unknown and a refetch is coming (keys_worth_awaiting):
+// the handshake waits for it instead of answering 401, so that the first
+// token signed with a rotated-in key passes. The head stays in the client's
+// input buffer, whose reads stay on so that a client leaving is noticed
+// (the high watermark bounds what it can send meanwhile).
+void Session::await_keys(const jwks::Source& keys, std::uint64_t fetches_before) {
+    Handshake& hs = *handshake_;
+    hs.keys_awaited = true;
+    hs.awaited_keys = &keys;
+    hs.keys_fetches_before = fetches_before;
+    hs.keys_deadline_ms = worker_.now_ms() + keys_wait_bound_ms(generation_->config().timeouts.handshake.count());
+    set_state(SessionState::AwaitingKeys);
+    arm_timer(kKeysPollMs);
+}
+
+// AwaitingKeys, on the poll timer: once a fetch has finished (new set or
+// failure) or the wait is over, the head is parsed again from the input
+// buffer and handled as before; authorize() then checks the token against
+// the set in force and answers without waiting again.
+void Session::check_keys() {
+    Handshake& hs = *handshake_;
+    if (hs.awaited_keys->finished_fetches() == hs.keys_fetches_before && worker_.now_ms() < hs.keys_deadline_ms) {
+        arm_timer(kKeysPollMs);
+        return;
+    }
+    const std::size_t max_header_bytes = generation_->config().limits.max_header_bytes;
+    evbuffer* input = bufferevent_get_input(client_.bev);
+    const std::size_t length = std::min<std::size_t>(evbuffer_get_length(input), max_header_bytes + 1);
+    const char* data = reinterpret_cast<const char*>(evbuffer_pullup(input, static_cast<ev_ssize_t>(length)));
+    hs.request_parser = http1::RequestParser(http1::Limits{max_header_bytes, 100, 8192});
+    http1::RequestHead request;
+    http1::Result result = hs.request_parser.parse(std::string_view(data, length), request);
+    if (result.status != http1::Status::Done) {  // the same bytes parsed before: cannot happen
+        refuse(500, "request head lost");
+        return;
+    }
+    handle_request(request, result.consumed);
 }
 
 // max_sessions_per_subject: counts this session against its verified
