@@ -310,6 +310,20 @@ bool Session::handle_control_frame(Side from, const std::uint8_t* frame, const w
     return true;
 }
 
+namespace {
+
+// Frames we originate towards the back end are masked with a fresh key, as a
+// client's must be (RFC 6455 §5.3); frames towards the client are not.
+std::optional<std::array<std::uint8_t, 4>> mask_towards(Side to, std::mt19937_64& rng) {
+    if (to != Side::Backend) return std::nullopt;
+    const auto bits = static_cast<std::uint32_t>(rng());
+    std::array<std::uint8_t, 4> mask{};
+    std::memcpy(mask.data(), &bits, sizeof bits);
+    return mask;
+}
+
+}  // namespace
+
 // Sends our heartbeat ping to <to> now if the stream towards it is at a
 // frame boundary (RFC 6455 §5.4), else as soon as it is.
 void Session::send_ping(Side to) {
@@ -323,12 +337,7 @@ void Session::send_ping(Side to) {
     std::uint64_t random = worker_.rng()();
     std::memcpy(peer.ping_payload.data(), &random, sizeof random);
     std::uint8_t frame[ws::kMaxControlFrame];
-    std::optional<std::array<std::uint8_t, 4>> mask;
-    if (to == Side::Backend) {
-        auto bits = static_cast<std::uint32_t>(worker_.rng()());
-        mask = std::array<std::uint8_t, 4>{};
-        std::memcpy(mask->data(), &bits, 4);
-    }
+    const std::optional<std::array<std::uint8_t, 4>> mask = mask_towards(to, worker_.rng());
     std::size_t n = ws::encode_control_frame(frame, ws::Opcode::Ping, peer.ping_payload, mask);
     send_to(to, frame, n);
     if (to == Side::Client) record_.bytes_out += n;
@@ -349,12 +358,7 @@ void Session::send_close(Side to, std::uint16_t code, std::string_view reason) {
         return;
     }
     std::uint8_t frame[ws::kMaxControlFrame];
-    std::optional<std::array<std::uint8_t, 4>> mask;
-    if (to == Side::Backend) {
-        auto bits = static_cast<std::uint32_t>(worker_.rng()());
-        mask = std::array<std::uint8_t, 4>{};
-        std::memcpy(mask->data(), &bits, 4);
-    }
+    const std::optional<std::array<std::uint8_t, 4>> mask = mask_towards(to, worker_.rng());
     std::size_t n = ws::encode_close_frame(frame, code, reason, mask);
     send_to(to, frame, n);
     if (to == Side::Client) record_.bytes_out += n;
