@@ -14,6 +14,9 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
+#include <unistd.h>
+#include <cstdio>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -214,6 +217,29 @@ inline std::string jwk_members(EVP_PKEY* key) {
     const std::string y(reinterpret_cast<char*>(point) + 1 + half, half);
     return std::string("\"kty\":\"EC\",\"crv\":\"") + (half == 32 ? "P-256" : "P-384") + "\",\"x\":\"" +
            jwt::base64url_encode(x) + "\",\"y\":\"" + jwt::base64url_encode(y) + "\"";
+}
+
+// A file under /tmp holding <text>, removed with the object.
+struct TempFile {
+    std::string path;
+    explicit TempFile(const std::string& text) {
+        char name[] = "/tmp/wsgate-jwks-XXXXXX";
+        const int fd = mkstemp(name);
+        REQUIRE(fd >= 0);
+        close(fd);
+        path = name;
+        write(text);
+    }
+    void write(const std::string& text) const {
+        std::ofstream out(path, std::ios::trunc);
+        out << text;
+    }
+    ~TempFile() { std::remove(path.c_str()); }
+};
+
+// A JWK Set of one key, <key>'s public members with <kid>.
+inline std::string jwks_of(EVP_PKEY* key, const std::string& kid) {
+    return "{\"keys\":[{" + jwt_test::jwk_members(key) + ",\"kid\":\"" + kid + "\"}]}";
 }
 
 }  // namespace jwt_test

@@ -1,5 +1,6 @@
-// A handshake whose token names a kid the route's JWK Set lacks is held
-// until the refetch it asked for lands (issue 19): the pure decision
+// runtime/token_check: the close_on_expiry deadline, and the wait of a
+// handshake whose token names a kid the route's JWK Set lacks, held until
+// the refetch it asked for lands (issue 19): the pure decision
 // (keys_worth_awaiting), the bound on the wait, and the progress a
 // jwks::Source reports as the fetcher starts and finishes fetches.
 #include <doctest/doctest.h>
@@ -7,6 +8,7 @@
 #include <cstdint>
 
 #include "auth/key_source.h"
+#include "jwt_support.h"
 #include "runtime/token_check.h"
 
 namespace {
@@ -111,4 +113,23 @@ TEST_CASE("fetch_clock_ms is monotonic") {
     const std::int64_t a = runtime::fetch_clock_ms();
     const std::int64_t b = runtime::fetch_clock_ms();
     CHECK(b >= a);
+}
+
+TEST_CASE("close_on_expiry deadline from exp") {
+    auto claims_with = [](const std::string& payload) {
+        jwt::Options o;
+        o.algorithm = jwt::Algorithm::HS256;
+        o.key = jwt_test::hs_secret;
+        auto v = std::get<jwt::Verifier>(jwt::Verifier::create(o));
+        auto r = v.verify(jwt_test::sign(jwt::Algorithm::HS256, payload), 1700000000);
+        REQUIRE(r.ok);
+        return r.claims;
+    };
+    // exp 2.5 s after the wall clock: the worker-clock deadline is 2500 ms ahead.
+    CHECK(runtime::expiry_deadline_ms(claims_with("{\"exp\":1700000002.5}"), 1000, 1700000000000) == 3500);
+    CHECK(runtime::expiry_deadline_ms(claims_with("{\"exp\":1700000010}"), 0, 1700000000000) == 10000);
+    CHECK(runtime::expiry_deadline_ms(claims_with("{}"), 1000, 1700000000000) == INT64_MAX);
+    CHECK(runtime::expiry_deadline_ms(claims_with("{\"exp\":1e300}"), 1000, 1700000000000) == INT64_MAX);
+    // Already past (leeway let it in): close at once.
+    CHECK(runtime::expiry_deadline_ms(claims_with("{\"exp\":1700000001}"), 1000, 1700000002000) == 1000);
 }
