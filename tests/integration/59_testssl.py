@@ -55,35 +55,39 @@ def testssl_finds_the_default_profile_clean():
         check(not weak, f"obsolete cipher categories not refused: {weak}")
         check(any(v.startswith("offered") for k, v in categories.items() if k.startswith("cipherlist_STRONG")),
               f"no strong cipher offered: {categories}")
-        check(findings.get("sessionresumption_ticket") == "supported",
-              f"session resumption by ticket: {findings.get('sessionresumption_ticket')!r}")
-        by_id = findings.get("sessionresumption_ID")
-        note = ""
-        if by_id != "supported":
-            # testssl's ID probe runs `s_client -no_ticket </dev/null` over
-            # TLS 1.3, which closes as soon as its own handshake is done and
-            # so races the server's NewSessionTicket: when it loses, no
-            # session was saved and testssl says "not supported". Session IDs
-            # proper are a TLS 1.2 mechanism (in the ServerHello, no race):
-            # that probe decides.
-            check(resumes_by_id(gw.port), f"session resumption by ID: testssl {by_id!r}, and TLS 1.2 s_client agrees")
-            note = f" (testssl's ID probe said {by_id!r}: its race; a TLS 1.2 session ID resumed)"
+        # testssl probes resumption with `s_client </dev/null` over TLS 1.3:
+        # the client closes as soon as its own handshake is done and so races
+        # the server's NewSessionTicket (which carries the ticket or the
+        # session ID); when it loses, testssl reports "not supported" or a
+        # "connect problem" (each seen once in three CI runs here). TLS 1.2
+        # puts both in the handshake itself, without that race: when testssl
+        # does not say "supported", the same two connections over TLS 1.2
+        # decide.
+        notes = []
+        for kind in ("ticket", "ID"):
+            said = findings.get(f"sessionresumption_{kind}")
+            if said == "supported":
+                continue
+            check(resumes(gw.port, by_id=kind == "ID"),
+                  f"session resumption by {kind}: testssl {said!r}, and TLS 1.2 s_client agrees")
+            notes.append(f"testssl's {kind} probe said {said!r} (its race); TLS 1.2 resumed")
+    note = f" ({'; '.join(notes)})" if notes else ""
     return f"protocols, {len(categories)} cipher categories and resumption clean{note}"
 
-def resumes_by_id(port):
-    """Two `openssl s_client -tls1_2 -no_ticket` connections to <port>: the
-    first saves its session (its ID, no ticket), the second offers it; True
-    when the second says "Reused"."""
-    d = new_tmpdir("sessid")
+
+def resumes(port, by_id):
+    """Two `openssl s_client -tls1_2` connections to <port> (with
+    `-no_ticket` when <by_id>: the session ID alone): the first saves its
+    session, the second offers it; True when the second says "Reused"."""
+    d = new_tmpdir("resume")
     session = os.path.join(d, "session.pem")
-    common = ["openssl", "s_client", "-connect", f"{HOST}:{port}", "-tls1_2", "-no_ticket"]
+    common = ["openssl", "s_client", "-connect", f"{HOST}:{port}", "-tls1_2"] + (["-no_ticket"] if by_id else [])
     subprocess.run(common + ["-sess_out", session], stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
     if not os.path.exists(session) or os.path.getsize(session) == 0:
         return False
     second = subprocess.run(common + ["-sess_in", session], stdin=subprocess.DEVNULL, capture_output=True,
                             text=True, timeout=10)
     return any(line.startswith("Reused") for line in second.stdout.splitlines())
-
 
 if __name__ == "__main__":
     main()
