@@ -1,6 +1,6 @@
 // The TLS side of the raw tunnel (session_raw.cpp) as functions over an SSL
 // session and its socket, so that they can be exercised without a Session
-// or an event loop (tests/unit/test_session_raw.cpp).
+// or an event loop (tests/unit/test_transport_tls.cpp).
 #pragma once
 
 #include <sys/types.h>
