@@ -62,8 +62,7 @@ Session::~Session() {
     if (proxy_fd_ >= 0) evutil_closesocket(proxy_fd_);
     if (client_.bev) bufferevent_free(client_.bev);
     if (backend_.bev) bufferevent_free(backend_.bev);
-    raw_release(client_);
-    raw_release(backend_);
+    release_backend_socket();
 }
 
 void Session::set_state(SessionState next) {
@@ -89,8 +88,6 @@ void Session::on_client_read(bufferevent*, void* self) {
         case SessionState::ReadingProxyHeader: s->read_proxy_header(); break;
         case SessionState::ReadingRequest: s->read_request(); break;
         case SessionState::ProxyingHttp: s->http_->on_client_read(); break;
-        case SessionState::Open:
-        case SessionState::Closing: s->pump(Side::Client); break;
         case SessionState::Refusing:
             evbuffer_drain(bufferevent_get_input(s->client_.bev), evbuffer_get_length(bufferevent_get_input(s->client_.bev)));
             break;
@@ -100,23 +97,12 @@ void Session::on_client_read(bufferevent*, void* self) {
 
 void Session::on_client_write(bufferevent*, void* self) {
     auto* s = static_cast<Session*>(self);
-    if (s->client_.flushing) {
-        s->release(Side::Client);
-        s->maybe_finish_closing();
-        return;
-    }
     if (s->state_ == SessionState::ProxyingHttp) {
         s->http_->on_client_write();
         return;
     }
     if (s->state_ == SessionState::Refusing) {
         if (!s->handshake_->refusal_until_eof && s->handshake_->refusal_body_remaining == 0) s->lingering_close();
-        return;
-    }
-    // The client drained below the low watermark: resume reading the back end.
-    if (s->state_ == SessionState::Open || s->state_ == SessionState::Closing) {
-        if (s->backend_.bev && !s->backend_.gone) bufferevent_enable(s->backend_.bev, EV_READ);
-        s->pump(Side::Backend);
     }
 }
 
@@ -126,10 +112,6 @@ void Session::on_client_event(bufferevent*, short what, void* self) {
     switch (s->state_) {
         case SessionState::ProxyingHttp:
             s->http_->on_client_event(what);
-            break;
-        case SessionState::Open:
-        case SessionState::Closing:
-            s->tunnel_peer_closed(Side::Client, what);
             break;
         default:
             if (s->record_.reason.empty()) s->record_.reason = "client closed";
@@ -144,22 +126,7 @@ void Session::on_backend_read(bufferevent*, void* self) {
     switch (s->state_) {
         case SessionState::AwaitingResponse: s->read_response(); break;
         case SessionState::Refusing: s->relay_refusal_body(); break;
-        case SessionState::Open:
-        case SessionState::Closing: s->pump(Side::Backend); break;
         default: break;
-    }
-}
-
-void Session::on_backend_write(bufferevent*, void* self) {
-    auto* s = static_cast<Session*>(self);
-    if (s->backend_.flushing) {
-        s->release(Side::Backend);
-        s->maybe_finish_closing();
-        return;
-    }
-    if (s->state_ == SessionState::Open || s->state_ == SessionState::Closing) {
-        if (s->client_.bev && !s->client_.gone) bufferevent_enable(s->client_.bev, EV_READ);
-        s->pump(Side::Client);
     }
 }
 
@@ -188,10 +155,6 @@ void Session::on_backend_event(bufferevent*, short what, void* self) {
             s->handshake_->refusal_until_eof = false;
             s->handshake_->refusal_body_remaining = 0;
             if (evbuffer_get_length(bufferevent_get_output(s->client_.bev)) == 0) s->lingering_close();
-            break;
-        case SessionState::Open:
-        case SessionState::Closing:
-            s->tunnel_peer_closed(Side::Backend, what);
             break;
         default: break;
     }
@@ -334,13 +297,8 @@ void Session::flush_and_release(Side side) {
         return;
     }
     peer.flushing = true;
-    if (peer.bev) {
-        bufferevent_disable(peer.bev, EV_READ);
-        bufferevent_setwatermark(peer.bev, EV_WRITE, 0, 0);
-    } else {
-        peer.read_done = true;
-        raw_update_interest(side);
-    }
+    peer.read_done = true;
+    update_reading(side);
 }
 
 void Session::release(Side side) {
@@ -354,7 +312,9 @@ void Session::release(Side side) {
         bufferevent_free(peer.bev);
         peer.bev = nullptr;
     }
-    raw_release(peer);
+    peer.transport.reset();
+    peer.carry.reset();
+    if (side == Side::Backend) release_backend_socket();
 }
 
 void Session::h2_finished() { finish(); }

@@ -23,6 +23,7 @@
 #include "protocol/websocket.h"
 #include "runtime/generation.h"
 #include "runtime/http_exchange.h"
+#include "runtime/transport.h"
 
 namespace runtime {
 
@@ -54,10 +55,7 @@ enum class SessionState {
 
 const char* to_string(SessionState state);
 
-// Which connection of a session.
-enum class Side { Client, Backend };
-
-class Session final : private HttpExchangeOwner {
+class Session final : private HttpExchangeOwner, private TransportUser {
 public:
     Session(Worker& worker, std::shared_ptr<const Generation> generation);
     ~Session();
@@ -117,38 +115,33 @@ public:
     bool h2_stream = false;
 
 private:
-    // One TCP connection of the session and what the proxy knows of it.
+    // One connection of the session (a socket, or an HTTP/2 stream) and
+    // what the proxy knows of it.
     struct Endpoint {
-        // The client's handshake, a TLS back end, and tunnels to a TLS back
-        // end go through a bufferevent. A plain back end is connected and
-        // read without one during the handshake, and a tunnel to a plain back
-        // end drops the client's bufferevent too and does its own I/O
-        // (session_raw.cpp): then <bev> is null and <fd>, <io> and <pending>
-        // are used, with <ssl> for a TLS client.
+        // The handshake: the client's bufferevent (a socket, TLS or not, or
+        // the Session's end of an HTTP/2 stream's pair) and a TLS back end's.
+        // A plain back end is connected and read without one: <fd> and <io>.
+        // An open tunnel has neither: its <transport> owns the connection.
         bufferevent* bev = nullptr;
-        SSL* ssl = nullptr;            // raw tunnel, TLS client: the session taken over from its bufferevent
-        event* io = nullptr;           // raw tunnel: readiness, for reading and/or writing
-        evbuffer* pending = nullptr;   // raw tunnel: bytes the socket has not taken yet; null when none
-        // Raw tunnel: the start of an incomplete frame header or control
-        // frame, scanned again with the next read; null when none (the
-        // common case, so it costs an idle tunnel one pointer).
+        event* io = nullptr;
+        int fd = -1;
+        short interest = 0;            // what <io> waits for (EV_READ, EV_WRITE)
+        std::unique_ptr<Transport> transport;
+        // Bytes of this peer not scanned yet: the start of an incomplete frame
+        // header or control frame, or what the handshake read past the heads;
+        // null when none (the common case, so it costs an idle tunnel one
+        // pointer).
         std::unique_ptr<std::string> carry;
         std::int64_t last_rx_ms = 0;   // last frame received from it (heartbeat)
         std::int64_t ping_sent_ms = 0;
         std::array<std::uint8_t, 8> ping_payload{};
-        int fd = -1;                   // tunnel open: the socket (raw tunnels; a plain side of a
-                                       // bufferevent tunnel, for direct writes)
-        short interest = 0;            // raw tunnel: what <io> waits for (EV_READ, EV_WRITE)
-        bool read_paused = false;      // raw tunnel: backpressure, the other side's output is full
-        bool read_done = false;        // raw tunnel: EOF seen, or no more input wanted
-        bool broken = false;           // raw tunnel: a write failed; handled as a reset on the next turn
-        bool tls_read_wants_write = false;  // raw TLS: SSL_read must be retried once the socket is writable
-        bool tls_write_wants_read = false;  // raw TLS: SSL_write must be retried once the socket is readable
+        bool read_paused = false;      // backpressure: the other side's queue is full
+        bool read_done = false;        // EOF seen, or no more input wanted
         bool close_sent = false;       // a close frame went to this peer (relayed or ours)
         bool close_received = false;   // this peer sent a close frame
         bool gone = false;             // its connection is released
-        bool flushing = false;         // released once its output drains
-        bool plain = false;            // a plain TCP socket (not TLS): may be written directly
+        bool flushing = false;         // released once its queue drains
+        bool plain = false;            // a plain TCP socket (not TLS)
         bool h2 = false;               // client: an HTTP/2 stream, <bev> one end of a bufferevent pair
         bool ping_pending = false;     // a heartbeat ping waits for a frame boundary
         bool ping_outstanding = false; // our ping is unanswered
@@ -201,10 +194,8 @@ private:
     static void on_client_write(bufferevent* bev, void* self);
     static void on_client_event(bufferevent* bev, short what, void* self);
     static void on_backend_read(bufferevent* bev, void* self);
-    static void on_backend_write(bufferevent* bev, void* self);
     static void on_backend_event(bufferevent* bev, short what, void* self);
     static void on_timer(evutil_socket_t, short, void* self);
-    static void on_client_io(evutil_socket_t, short what, void* self);
     static void on_backend_io(evutil_socket_t, short what, void* self);
     static void on_proxy_readable(evutil_socket_t, short, void* self);
 
@@ -250,10 +241,16 @@ private:
     void await_next_request();
     void write_access_line();
 
-    // Tunnel.
+    // Tunnel (tunnel.cpp): the policy, over each side's Transport.
     void open_tunnel(bool deflate);
-    void pump(Side from);
-    void flush_run(Side from, std::size_t bytes);
+    std::unique_ptr<Transport> make_transport(Side side);
+    void transport_readable(Side side) override;
+    void transport_drained(Side side) override;
+    void transport_failed(Side side) override;
+    void tunnel_read(Side side);
+    bool scan(Side from, const std::uint8_t* data, std::size_t length);
+    void forward(Side from, const std::uint8_t* data, std::size_t length);
+    void update_reading(Side side);
     void count_forwarded(Side from, const ws::Step& step, std::int64_t now);
     bool handle_control_frame(Side from, const std::uint8_t* frame, const ws::FrameHeader& header);
     void send_ping(Side to);
@@ -263,23 +260,15 @@ private:
     void tunnel_peer_closed(Side side, short what);
     void send_to(Side to, const std::uint8_t* data, std::size_t length);
     std::size_t output_length(Side side) const;
-
-    // Raw tunnel (session_raw.cpp).
-    void switch_to_raw();
-    void raw_io(Side side, short what);
-    void raw_read(Side side);
-    bool raw_scan(Side from, const std::uint8_t* data, std::size_t length);
-    void raw_forward(Side from, const std::uint8_t* data, std::size_t length);
-    void raw_send(Side to, const std::uint8_t* data, std::size_t length);
-    bool raw_write_pending(Side side);
-    void raw_update_interest(Side side);
-    void raw_set_interest(Side side, short want);
-    void raw_release(Endpoint& peer);
     bool awaits_close_reply(Side side, short what) const;
     void resume_survivor(Side side);
     void on_tunnel_timer();
     std::int64_t next_tunnel_deadline() const;
     bool monitors(Side side) const;
+
+    // A plain back end's socket during the handshake (session_backend.cpp).
+    void set_backend_interest(short want);
+    void release_backend_socket();
 
     // Ending.
     void begin_closing(std::string_view reason, const char* close_by, int close_code);

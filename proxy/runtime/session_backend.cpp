@@ -95,7 +95,7 @@ void Session::connect_tls(int fd, const config::Backend& backend) {
     }
     bufferevent_openssl_set_allow_dirty_shutdown(backend_.bev, 1);
     backend_.plain = false;
-    bufferevent_setcb(backend_.bev, &Session::on_backend_read, &Session::on_backend_write,
+    bufferevent_setcb(backend_.bev, &Session::on_backend_read, nullptr,
                       &Session::on_backend_event, this);
     // libevent reports a connect() that fails at once through the event
     // callback as well as the return value: only the first may act.
@@ -106,6 +106,35 @@ void Session::connect_tls(int fd, const config::Backend& backend) {
         const int error = EVUTIL_SOCKET_ERROR();
         connect_failed(evutil_socket_error_to_string(error), error);
     }
+}
+
+void Session::on_backend_io(evutil_socket_t, short, void* self) {
+    auto* s = static_cast<Session*>(self);
+    switch (s->state_) {
+        case SessionState::Connecting: s->send_head_plain(); break;
+        case SessionState::AwaitingResponse: s->read_response_plain(); break;
+        default: break;
+    }
+}
+
+// Makes the plain back end's handshake event wait for exactly <want>.
+void Session::set_backend_interest(short want) {
+    if (want == backend_.interest) return;
+    event_del(backend_.io);
+    event_assign(backend_.io, worker_.base(), backend_.fd, static_cast<short>(want | EV_PERSIST),
+                 &Session::on_backend_io, this);
+    if (want != 0) event_add(backend_.io, nullptr);
+    backend_.interest = want;
+}
+
+// Closes the plain back end's socket of the handshake, if it has one.
+void Session::release_backend_socket() {
+    if (!backend_.io) return;
+    event_free(backend_.io);
+    backend_.io = nullptr;
+    evutil_closesocket(backend_.fd);
+    backend_.fd = -1;
+    backend_.interest = 0;
 }
 
 // A plain back end is connected and handed the request head without a
@@ -151,7 +180,7 @@ void Session::send_head_plain() {
         const int error = errno;
         if (error == EINTR) continue;
         if (error == EAGAIN || error == EWOULDBLOCK) {
-            raw_set_interest(Side::Backend, EV_WRITE);
+            set_backend_interest(EV_WRITE);
             return;
         }
         if (hs.head_sent == 0) {
@@ -182,7 +211,7 @@ void Session::drop_backend_connection() {
         bufferevent_free(backend_.bev);
         backend_.bev = nullptr;
     }
-    raw_release(backend_);
+    release_backend_socket();
 }
 
 void Session::connect_failed(const char* why, int error) {
@@ -221,7 +250,7 @@ void Session::backend_connected() {
         bufferevent_setwatermark(backend_.bev, EV_READ, 0, kMaxResponseHead);
         bufferevent_enable(backend_.bev, EV_READ);
     } else {
-        raw_set_interest(Side::Backend, EV_READ);
+        set_backend_interest(EV_READ);
     }
     std::string().swap(handshake_->forwarded_head);
     set_state(SessionState::AwaitingResponse);
@@ -356,7 +385,7 @@ bool Session::adopt_backend_bufferevent() {
         backend_.carry.reset();
         return false;
     }
-    bufferevent_setcb(backend_.bev, &Session::on_backend_read, &Session::on_backend_write,
+    bufferevent_setcb(backend_.bev, &Session::on_backend_read, nullptr,
                       &Session::on_backend_event, this);
     if (backend_.carry) {
         // A socket bufferevent freezes the end of its input for everyone

@@ -2,7 +2,7 @@
 // implementation is split along its seams (session.cpp: lifecycle, trampolines
 // and ending; session_handshake.cpp: the client's side of the handshake;
 // session_backend.cpp: the back end's; tunnel.cpp: the tunnel policy;
-// session_raw.cpp: the raw tunnel's I/O; transport_tls.cpp: raw TLS I/O).
+// transport_*.cpp: the byte transports under the tunnel).
 #pragma once
 
 #include <cstdint>

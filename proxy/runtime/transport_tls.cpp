@@ -1,6 +1,6 @@
-// The raw tunnel's TLS I/O (declared in session_raw.h): an SSL session taken
+// The raw tunnel's TLS I/O (declared in transport_tls.h): an SSL session taken
 // over from its bufferevent, read and written on its socket directly.
-#include "runtime/session_raw.h"
+#include "runtime/transport_tls.h"
 
 #include <sys/socket.h>
 

@@ -23,6 +23,9 @@
 #include "runtime/forward.h"
 #include "runtime/worker.h"
 #include "runtime/session_internal.h"
+#include "runtime/transport_tls.h"
+#include "runtime/transport_socket.h"
+#include "runtime/transport_stream.h"
 
 namespace runtime {
 
@@ -33,43 +36,6 @@ namespace {
 
 // Largest read or write a tunnel does in one system call.
 constexpr std::size_t kMaxSingleIo = 128 * 1024;
-
-// The front of an evbuffer as the contiguous extents evbuffer_peek() reports,
-// so that a frame header is read in place when it lies within one chain (the
-// common case) rather than copied out with evbuffer_ptr_set() and
-// evbuffer_copyout_from() for every frame. Valid only while the buffer is not
-// modified: reset() after every removal.
-class FrontPeek {
-public:
-    // The <want> bytes at <offset> of <buffer> (which holds at least
-    // offset + want bytes): in place when contiguous, else copied into
-    // <scratch>. Between resets <offset> never decreases.
-    std::span<const std::uint8_t> at(evbuffer* buffer, std::size_t offset, std::size_t want, std::uint8_t* scratch) {
-        if (!peeked_) {
-            count_ = std::min(evbuffer_peek(buffer, -1, nullptr, extents_, kExtents), kExtents);
-            index_ = 0;
-            base_ = 0;
-            peeked_ = true;
-        }
-        while (index_ < count_ && base_ + extents_[index_].iov_len <= offset) base_ += extents_[index_++].iov_len;
-        if (index_ < count_ && offset - base_ + want <= extents_[index_].iov_len) {
-            return {static_cast<const std::uint8_t*>(extents_[index_].iov_base) + (offset - base_), want};
-        }
-        evbuffer_ptr at;
-        evbuffer_ptr_set(buffer, &at, offset, EVBUFFER_PTR_SET);
-        evbuffer_copyout_from(buffer, &at, scratch, want);
-        return {scratch, want};
-    }
-    void reset() { peeked_ = false; }
-
-private:
-    static constexpr int kExtents = 8;
-    evbuffer_iovec extents_[kExtents];
-    int count_ = 0;
-    int index_ = 0;         // the extent holding the last offset asked for
-    std::size_t base_ = 0;  // offset of extents_[index_] in the buffer
-    bool peeked_ = false;
-};
 
 }  // namespace
 
@@ -90,42 +56,200 @@ void Session::open_tunnel(bool deflate) {
     client_.last_rx_ms = backend_.last_rx_ms = last_activity_ms_ = now;
     set_state(SessionState::Open);
     arm_timer(next_tunnel_deadline() - now);
-    // A plain back end is raw already; the client joins it, over TLS or not.
-    if (backend_.plain) {
-        if (!client_.h2) {
-            switch_to_raw();
-            return;
-        }
-        // An HTTP/2 stream is a bufferevent (one end of a pair): the plain
-        // back end joins it in the bufferevent tunnel.
-        if (!adopt_backend_bufferevent()) {
-            release(Side::Backend);
+    for (Side side : {Side::Client, Side::Backend}) {
+        endpoint(side).transport = make_transport(side);
+        if (!endpoint(side).transport) {
             record_.reason = "out of memory";
             record_.close_by = "proxy";
             finish();
             return;
         }
     }
-    std::size_t high = config.limits.buffer_bytes;
-    // bufferevent_getfd() costs a locked control call: once per tunnel, not per write.
-    for (Endpoint* e : {&client_, &backend_}) e->fd = e->plain ? bufferevent_getfd(e->bev) : -1;
-    for (bufferevent* bev : {client_.bev, backend_.bev}) {
-        // No read high watermark: pump() consumes every input it is given
-        // except a partial frame header or control frame (< 140 bytes), and
-        // it disables reading itself while the destination is over <high>,
-        // so the input stays below one read (max_single_read) plus that.
-        // libevent's watermark callback would instead re-add the read event
-        // (event_add) on every read and every drain of the input.
-        bufferevent_setwatermark(bev, EV_READ, 0, 0);
-        bufferevent_setwatermark(bev, EV_WRITE, high / 2, 0);
-        // libevent reads at most 16 KiB per call by default; bulk tunnels
-        // then pay a read (and its FIONREAD) per 16 KiB.
-        bufferevent_set_max_single_read(bev, std::min<std::size_t>(high, kMaxSingleIo));
-        bufferevent_set_max_single_write(bev, std::min<std::size_t>(high, kMaxSingleIo));
-        bufferevent_enable(bev, EV_READ);
+    for (Side side : {Side::Client, Side::Backend}) {
+        update_reading(side);
+        // Bytes that came behind the heads are scanned on the next turn.
+        if (endpoint(side).carry) endpoint(side).transport->wake_reader();
     }
-    pump(Side::Client);
-    if (state_ == SessionState::Open || state_ == SessionState::Closing) pump(Side::Backend);
+}
+
+// The transport that carries <side>'s tunnel, built from what its handshake
+// used: an HTTP/2 stream keeps its pair end; a socket leaves its bufferevent
+// (plain, or TLS with the session taken over) or its handshake event. What
+// a bufferevent still holds moves along: unsent output (the 101 on its way)
+// is sent, unread input (frames right behind a head) becomes the carry.
+// Null when out of memory (the connection is then closed).
+std::unique_ptr<Transport> Session::make_transport(Side side) {
+    Endpoint& peer = endpoint(side);
+    const std::size_t high = generation_->config().limits.buffer_bytes;
+    const std::size_t max_io = std::min(high, kMaxSingleIo);
+    if (peer.h2) {
+        bufferevent* end = peer.bev;
+        peer.bev = nullptr;
+        return make_stream_transport(end, *this, side, high / 2);
+    }
+    if (!peer.bev) {
+        // A plain back end, connected and read without a bufferevent.
+        const int fd = peer.fd;
+        event_free(peer.io);
+        peer.io = nullptr;
+        peer.interest = 0;
+        peer.fd = -1;
+        return make_socket_transport(worker_.base(), fd, nullptr, *this, side, max_io);
+    }
+    const int fd = bufferevent_getfd(peer.bev);
+    SSL* ssl = nullptr;
+    if (!peer.plain) {
+        // The bufferevent frees its SSL and closes the socket its BIO names:
+        // the session is kept with a reference of ours, and gets a BIO that
+        // names no socket.
+        ssl = bufferevent_openssl_get_ssl(peer.bev);
+        if (!raw_tls::take_over(ssl, fd)) return nullptr;
+        SSL_up_ref(ssl);
+    }
+    evbuffer* input = bufferevent_get_input(peer.bev);
+    if (const std::size_t unread = evbuffer_get_length(input); unread > 0) {
+        peer.carry = std::make_unique<std::string>(reinterpret_cast<const char*>(evbuffer_pullup(input, -1)), unread);
+    }
+    std::unique_ptr<Transport> transport = make_socket_transport(worker_.base(), fd, ssl, *this, side, max_io);
+    // Sent now rather than on the next turn: the write interest is then
+    // never armed, at the cost of nothing.
+    evbuffer* output = bufferevent_get_output(peer.bev);
+    if (const std::size_t unsent = evbuffer_get_length(output); transport && unsent > 0) {
+        transport->send(evbuffer_pullup(output, -1), unsent);
+    }
+    // A plain bufferevent forgets the socket, so that freeing it does not
+    // close it (the transport has it now).
+    if (peer.plain) bufferevent_setfd(peer.bev, -1);
+    bufferevent_free(peer.bev);
+    peer.bev = nullptr;
+    return transport;
+}
+
+void Session::transport_readable(Side side) { tunnel_read(side); }
+
+void Session::transport_failed(Side side) { tunnel_peer_closed(side, TransportRead::kError); }
+
+// <side>'s queue shrank: a flushing side may be released, and the other
+// side, paused for this one, is read again once under the low watermark.
+void Session::transport_drained(Side side) {
+    Endpoint& peer = endpoint(side);
+    const std::size_t left = output_length(side);
+    if (peer.flushing && left == 0) {
+        release(side);
+        maybe_finish_closing();
+        return;
+    }
+    Endpoint& source = endpoint(other(side));
+    if (source.read_paused && left < generation_->config().limits.buffer_bytes / 2) {
+        source.read_paused = false;
+        update_reading(other(side));
+    }
+}
+
+// Tells <side>'s transport whether it is read: not while backpressure
+// pauses it, after its end, or once it is released.
+void Session::update_reading(Side side) {
+    Endpoint& peer = endpoint(side);
+    if (peer.transport && !peer.gone) peer.transport->set_reading(!peer.read_done && !peer.read_paused);
+}
+
+// Reads what <side> has (behind its carry) into the worker's read buffer and
+// scans it in place.
+void Session::tunnel_read(Side side) {
+    Endpoint& src = endpoint(side);
+    if (!src.transport || src.gone) return;
+    std::span<std::uint8_t> buffer = worker_.read_buffer();
+    // What the handshake's buffers left can exceed half the read buffer:
+    // then it is scanned alone, and the transport read on the next turn.
+    if (src.carry && src.carry->size() > buffer.size() / 2) {
+        const std::unique_ptr<std::string> carried = std::move(src.carry);
+        if (scan(side, reinterpret_cast<const std::uint8_t*>(carried->data()), carried->size()) && !src.gone) {
+            src.transport->wake_reader();
+        }
+        return;
+    }
+    const std::size_t carried = src.carry ? src.carry->size() : 0;
+    if (src.carry) {
+        std::memcpy(buffer.data(), src.carry->data(), carried);
+        src.carry.reset();
+    }
+    const std::size_t room = std::min({buffer.size() - carried, kMaxSingleIo,
+                                       static_cast<std::size_t>(generation_->config().limits.buffer_bytes)});
+    TransportRead got;
+    if (!src.read_done && !src.read_paused) got = src.transport->read(buffer.subspan(carried, room));
+    if (carried + got.got > 0 && !scan(side, buffer.data(), carried + got.got)) return;
+    if (got.closed != 0) tunnel_peer_closed(side, got.closed);
+}
+
+// Scans <length> bytes from <from> (the carry and a fresh read) and forwards
+// them: consecutive data bytes as one run (many small frames in one read
+// cost one send, not one per frame), control frames one by one. An
+// incomplete frame header or control frame at the end becomes the carry.
+// Returns false when the session left the tunnel (it may be freed: touch
+// nothing).
+bool Session::scan(Side from, const std::uint8_t* data, std::size_t length) {
+    Endpoint& src = endpoint(from);
+    Endpoint& dst = endpoint(other(from));
+    Flow& flow = flow_from(from);
+    const std::int64_t now = worker_.now_ms();
+    std::size_t run_start = 0;  // the run of data bytes not forwarded yet is [run_start, pos)
+    std::size_t pos = 0;
+    while (pos < length) {
+        // Nothing may follow a close frame (RFC 6455 §5.5.1): dropped.
+        if (src.close_received) break;
+        const std::size_t available = length - pos;
+        std::span<const std::uint8_t> front;
+        if (flow.scanner.at_frame_boundary()) front = {data + pos, std::min(available, ws::kMaxControlFrame)};
+        const ws::Step step = flow.scanner.step(front, available);
+        switch (step.kind) {
+            case ws::Step::Kind::NeedMore:
+                forward(from, data + run_start, pos - run_start);
+                src.carry = std::make_unique<std::string>(reinterpret_cast<const char*>(data + pos), available);
+                return true;
+            case ws::Step::Kind::Forward:
+                pos += step.bytes;
+                count_forwarded(from, step, now);
+                break;
+            case ws::Step::Kind::ControlFrame:
+                forward(from, data + run_start, pos - run_start);
+                if (from == Side::Client) record_.bytes_in += step.bytes;
+                pos += step.bytes;
+                run_start = pos;
+                if (!handle_control_frame(from, data + pos - step.bytes, step.header)) return false;
+                break;
+            case ws::Step::Kind::Error:
+                // The frames before the bad one were valid: they go through.
+                forward(from, data + run_start, pos - run_start);
+                protocol_failure(from, step.close_code, step.reason);
+                return false;
+        }
+        if (dst.ping_pending && flow.scanner.at_frame_boundary()) {
+            forward(from, data + run_start, pos - run_start);
+            run_start = pos;
+            send_ping(other(from));
+        }
+    }
+    forward(from, data + run_start, pos - run_start);
+    return true;
+}
+
+// A run of data-frame bytes from <from>, for the other side. Backpressure:
+// once the destination's queue reaches limits.buffer_bytes, <from> is no
+// longer read (its bytes wait in the kernel or the HTTP/2 window) until the
+// queue is under half of that.
+void Session::forward(Side from, const std::uint8_t* data, std::size_t length) {
+    if (length == 0) return;
+    Endpoint& dst = endpoint(other(from));
+    if (from == Side::Client) record_.bytes_in += length;
+    // A destination closed to data: frames were scanned (a close reply or a
+    // pong must be seen) but their bytes are dropped.
+    if (dst.gone || dst.close_sent) return;
+    if (from == Side::Backend) record_.bytes_out += length;
+    dst.transport->send(data, length);
+    if (dst.transport->queued() >= generation_->config().limits.buffer_bytes) {
+        endpoint(from).read_paused = true;
+        update_reading(from);
+    }
 }
 
 // Bookkeeping for data-frame bytes from <from> that go through: metrics, the
@@ -144,112 +268,6 @@ void Session::count_forwarded(Side from, const ws::Step& step, std::int64_t now)
         ++flow_from(from).messages;
         metrics.messages[dir].add();
     }
-}
-
-// Moves whole frames and payload chunks from <from>'s input to the other
-// side without copying payload bytes, until the input is empty, the
-// destination is over its high watermark (backpressure: stop reading the
-// source until it drains), or a frame needs more bytes. Consecutive data
-// bytes are forwarded as one run (one evbuffer move or one write), so many
-// small frames in one read cost one transfer, not one per frame.
-void Session::pump(Side from) {
-    Endpoint& src = endpoint(from);
-    Endpoint& dst = endpoint(other(from));
-    Flow& flow = flow_from(from);
-    if (!src.bev || src.gone) return;
-    evbuffer* input = bufferevent_get_input(src.bev);
-    const std::size_t high = generation_->config().limits.buffer_bytes;
-    std::uint8_t front[ws::kMaxControlFrame];
-    const std::int64_t now = worker_.now_ms();
-    std::size_t length = evbuffer_get_length(input);  // kept current as bytes leave <input>
-    std::size_t run = 0;  // bytes at the front of <input> decided to go to <dst>
-    FrontPeek peek;
-    // Sends the run on its way; <input> changes, so its extents are re-read.
-    auto flush = [&] {
-        flush_run(from, run);
-        length -= run;
-        run = 0;
-        peek.reset();
-    };
-
-    for (;;) {
-        if (src.close_received) {
-            // Nothing may follow a close frame (RFC 6455 §5.5.1).
-            flush_run(from, run);
-            evbuffer_drain(input, evbuffer_get_length(input));
-            return;
-        }
-        const std::size_t available = length - run;
-        if (available == 0) break;
-        // <dst>'s output grows only when a run is flushed or a frame of ours
-        // is written, and run is 0 after both: checking then is enough.
-        if (run == 0 && !dst.gone && !dst.close_sent &&
-            evbuffer_get_length(bufferevent_get_output(dst.bev)) >= high) {
-            bufferevent_disable(src.bev, EV_READ);
-            break;
-        }
-        std::span<const std::uint8_t> header;
-        if (flow.scanner.at_frame_boundary()) {
-            // Only the header is needed to decide; a control frame is copied whole below.
-            header = peek.at(input, run, std::min(available, ws::kMaxHeaderBytes), front);
-        }
-        ws::Step step = flow.scanner.step(header, available);
-        switch (step.kind) {
-            case ws::Step::Kind::NeedMore:
-                flush_run(from, run);
-                return;
-            case ws::Step::Kind::Forward:
-                run += step.bytes;
-                count_forwarded(from, step, now);
-                // Bound a run by the watermark so one huge read does not
-                // bypass backpressure.
-                if (run >= high) flush();
-                break;
-            case ws::Step::Kind::ControlFrame:
-                flush();
-                evbuffer_remove(input, front, step.bytes);
-                if (from == Side::Client) record_.bytes_in += step.bytes;
-                if (!handle_control_frame(from, front, step.header)) return;
-                length = evbuffer_get_length(input);
-                break;
-            case ws::Step::Kind::Error:
-                // The frames before the bad one were valid: they go through.
-                flush_run(from, run);
-                protocol_failure(from, step.close_code, step.reason);
-                return;
-        }
-        if (dst.ping_pending && flow.scanner.at_frame_boundary()) {
-            flush();
-            send_ping(other(from));
-        }
-    }
-    flush_run(from, run);
-}
-
-// Sends the first <bytes> of <from>'s input to the other side. When the
-// destination has nothing queued and is a plain socket, the bytes are
-// written straight from the source's buffer (one writev, no evbuffer move,
-// no write event to arm); what the socket does not take is queued.
-void Session::flush_run(Side from, std::size_t bytes) {
-    if (bytes == 0) return;
-    Endpoint& src = endpoint(from);
-    Endpoint& dst = endpoint(other(from));
-    evbuffer* input = bufferevent_get_input(src.bev);
-    if (from == Side::Client) record_.bytes_in += bytes;
-    if (dst.gone || dst.close_sent) {
-        // The destination is closed to data: frames were scanned (a close
-        // reply or a pong must be seen) but their bytes are dropped.
-        evbuffer_drain(input, bytes);
-        return;
-    }
-    if (from == Side::Backend) record_.bytes_out += bytes;
-    evbuffer* output = bufferevent_get_output(dst.bev);
-    if (dst.fd >= 0 && evbuffer_get_length(output) == 0) {
-        int written = evbuffer_write_atmost(input, dst.fd, static_cast<ev_ssize_t>(bytes));
-        if (written > 0) bytes -= static_cast<std::size_t>(written);
-        if (bytes == 0) return;
-    }
-    evbuffer_remove_buffer(input, output, bytes);
 }
 
 // A whole control frame from <from> (already removed from its input). Returns
@@ -369,11 +387,7 @@ void Session::protocol_failure(Side offender, std::uint16_t code, std::string_vi
                       side_name(offender), code);
     // The offender's further bytes are meaningless: stop reading them.
     Endpoint& bad = endpoint(offender);
-    if (bad.bev) {
-        evbuffer_drain(bufferevent_get_input(bad.bev), evbuffer_get_length(bufferevent_get_input(bad.bev)));
-    } else {
-        bad.carry.reset();
-    }
+    bad.carry.reset();
     bad.close_received = true;
     std::string_view log_reason = code == ws::close_code::message_too_big ? "message too big" : "protocol error";
     send_close(offender, code, reason);
@@ -384,11 +398,11 @@ void Session::protocol_failure(Side offender, std::uint16_t code, std::string_vi
 // A peer that sent its close frame and then half-closed (FIN) may still be
 // reading, for the close frame that answers it (RFC 6455 §5.5.1, §7.1.1): its
 // connection is kept for writing until that reply is relayed or the close
-// linger ends. libevent has already stopped reading it.
+// linger ends.
 bool Session::awaits_close_reply(Side side, short what) const {
     const Endpoint& peer = side == Side::Client ? client_ : backend_;
-    return (what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && peer.close_received && !peer.close_sent &&
-           !peer.gone;
+    return (what & TransportRead::kEof) && !(what & TransportRead::kError) && peer.close_received &&
+           !peer.close_sent && !peer.gone;
 }
 
 // <side>'s TCP connection ended without a close frame.
@@ -403,21 +417,12 @@ void Session::peer_gone(Side side, const char* reason) {
 
 // The other side of <side> is gone, so nothing <side> sends can be held up
 // any more: reading it resumes even if backpressure had paused it, so that
-// its close reply is seen at once rather than after the close linger. The
-// read callback is deferred to the next loop turn, after this one settles
-// the session's state (and it is cancelled if the session ends first).
+// its close reply is seen at once rather than after the close linger.
 void Session::resume_survivor(Side side) {
     Endpoint& peer = endpoint(side);
     if (peer.gone || peer.flushing) return;
-    if (!peer.bev) {
-        // Raw: unread bytes wait in the kernel, and the level-triggered
-        // read interest reports them on the next turn.
-        peer.read_paused = false;
-        raw_update_interest(side);
-        return;
-    }
-    bufferevent_enable(peer.bev, EV_READ);
-    bufferevent_trigger(peer.bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+    peer.read_paused = false;
+    update_reading(side);
 }
 
 // <side>'s connection ended (EOF or error) while the tunnel is open or
@@ -428,11 +433,8 @@ void Session::tunnel_peer_closed(Side side, short what) {
         return;
     }
     if (awaits_close_reply(side, what)) {
-        Endpoint& peer = endpoint(side);
-        if (!peer.bev) {
-            peer.read_done = true;
-            raw_update_interest(side);
-        }
+        endpoint(side).read_done = true;
+        update_reading(side);
         return;
     }
     release(side);
@@ -443,17 +445,12 @@ void Session::tunnel_peer_closed(Side side, short what) {
 // <to>, after anything already queued.
 void Session::send_to(Side to, const std::uint8_t* data, std::size_t length) {
     Endpoint& peer = endpoint(to);
-    if (peer.bev) {
-        bufferevent_write(peer.bev, data, length);
-    } else {
-        raw_send(to, data, length);
-    }
+    if (peer.transport && !peer.gone) peer.transport->send(data, length);
 }
 
 std::size_t Session::output_length(Side side) const {
     const Endpoint& peer = side == Side::Client ? client_ : backend_;
-    if (peer.bev) return evbuffer_get_length(bufferevent_get_output(peer.bev));
-    return peer.pending ? evbuffer_get_length(peer.pending) : 0;
+    return peer.transport ? peer.transport->queued() : 0;
 }
 
 bool Session::monitors(Side side) const {

@@ -66,7 +66,7 @@ Worker::Worker(Shared& shared, unsigned index) : shared_(shared), index_(index),
     // One read of at most 128 KiB, after the few bytes carried over from
     // the last one (an incomplete frame header or control frame). What the
     // handshake's buffers held at the switch to a raw tunnel can be more;
-    // over half of this buffer it is scanned where it is (session_raw.cpp).
+    // over half of this buffer it is scanned where it is (tunnel.cpp).
     read_buffer_.resize(256 * 1024);
     reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
     accept_resume_ = evtimer_new(base_, [](evutil_socket_t, short, void* self) {

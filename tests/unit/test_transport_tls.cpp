@@ -1,4 +1,4 @@
-// The raw tunnel's TLS functions (runtime/session_raw.h, transport_tls.cpp) over a real TLS 1.3
+// The raw tunnel's TLS functions (runtime/transport_tls.h, transport_tls.cpp) over a real TLS 1.3
 // session on a socket pair: what a TLS client's tunnel relies on once wsgate
 // has taken its session over from the bufferevent.
 #include <doctest/doctest.h>
@@ -15,7 +15,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
-#include "runtime/session_raw.h"
+#include "runtime/transport_tls.h"
 #include "tls_support.h"
 
 namespace {

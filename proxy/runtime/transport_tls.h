@@ -1,4 +1,4 @@
-// The TLS side of the raw tunnel (session_raw.cpp) as functions over an SSL
+// The TLS side of the socket transport (transport_socket.cpp) as functions over an SSL
 // session and its socket, so that they can be exercised without a Session
 // or an event loop (tests/unit/test_transport_tls.cpp).
 #pragma once
