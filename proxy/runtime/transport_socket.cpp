@@ -27,6 +27,7 @@
 #include <cerrno>
 
 #include <event2/buffer.h>
+#include <event2/event_struct.h>
 #include <openssl/err.h>
 
 #include "runtime/transport_tls.h"
@@ -40,7 +41,11 @@ bool would_block(int error) { return error == EAGAIN || error == EWOULDBLOCK || 
 class SocketTransport final : public Transport {
 public:
     SocketTransport(event_base* base, int fd, SSL* ssl, TransportUser& user, Side side, std::size_t max_io)
-        : base_(base), user_(user), ssl_(ssl), fd_(fd), side_(side), max_io_(max_io) {}
+        : user_(user), ssl_(ssl), fd_(fd), max_io_(static_cast<std::uint32_t>(max_io)), side_(side) {
+        // The event lives inside the transport: one allocation per side of a
+        // tunnel, not two (an idle tunnel's memory is mostly these).
+        event_assign(&io_, base, fd_, EV_PERSIST, &SocketTransport::on_io, this);
+    }
 
     ~SocketTransport() override {
         if (ssl_) {
@@ -52,13 +57,8 @@ public:
             SSL_free(ssl_);
         }
         if (pending_) evbuffer_free(pending_);
-        if (io_) event_free(io_);
+        event_del(&io_);
         evutil_closesocket(fd_);
-    }
-
-    bool init() {
-        io_ = event_new(base_, fd_, EV_PERSIST, &SocketTransport::on_io, this);
-        return io_ != nullptr;
     }
 
     TransportRead read(std::span<std::uint8_t> into) override {
@@ -114,7 +114,7 @@ public:
 
     void wake_reader() override {
         woken_ = true;
-        event_active(io_, EV_READ, 0);
+        event_active(&io_, EV_READ, 0);
     }
 
 private:
@@ -147,7 +147,7 @@ private:
     bool write_pending() {
         if (ssl_) {
             for (std::size_t left = queued(); left > 0; left = queued()) {
-                const std::size_t chunk = std::min(left, max_io_);
+                const std::size_t chunk = std::min<std::size_t>(left, max_io_);
                 const ssize_t written = raw_tls::write(
                     ssl_, evbuffer_pullup(pending_, static_cast<ev_ssize_t>(chunk)), chunk, tls_write_wants_read_);
                 if (written < 0) {
@@ -174,7 +174,7 @@ private:
     // send() that found it.
     void fail_later() {
         broken_ = true;
-        event_active(io_, EV_WRITE, 0);
+        event_active(&io_, EV_WRITE, 0);
     }
 
     // Makes the event wait for what is needed now: reading while wanted,
@@ -186,40 +186,38 @@ private:
         if (reading_ || tls_write_wants_read_) want |= EV_READ;
         if (pending_ || tls_read_wants_write_) want |= EV_WRITE;
         if (want == interest_) return;
-        event_del(io_);
-        event_assign(io_, base_, fd_, static_cast<short>(want | EV_PERSIST), &SocketTransport::on_io, this);
-        if (want != 0) event_add(io_, nullptr);
+        event_base* base = event_get_base(&io_);
+        event_del(&io_);
+        event_assign(&io_, base, fd_, static_cast<short>(want | EV_PERSIST), &SocketTransport::on_io, this);
+        if (want != 0) event_add(&io_, nullptr);
         interest_ = want;
         if (broken_) {
-            event_active(io_, EV_WRITE, 0);
+            event_active(&io_, EV_WRITE, 0);
         } else if (woken_ || (reading_ && ssl_ && SSL_has_pending(ssl_))) {
-            event_active(io_, EV_READ, 0);
+            event_active(&io_, EV_READ, 0);
         }
     }
 
-    event_base* base_;
     TransportUser& user_;
     SSL* ssl_;
-    event* io_ = nullptr;
     evbuffer* pending_ = nullptr;  // bytes the socket has not taken yet; null when none
     int fd_;
-    Side side_;
-    std::size_t max_io_;           // largest write in one system call
+    std::uint32_t max_io_;         // largest write in one system call
     short interest_ = 0;           // what <io_> waits for (EV_READ, EV_WRITE)
+    Side side_;
     bool reading_ = false;
     bool woken_ = false;           // wake_reader() was called: readable even if no byte arrives
     bool broken_ = false;          // a write failed; reported on the next turn
     bool tls_read_wants_write_ = false;  // SSL_read must be retried once the socket is writable
     bool tls_write_wants_read_ = false;  // SSL_write must be retried once the socket is readable
+    event io_;
 };
 
 }  // namespace
 
 std::unique_ptr<Transport> make_socket_transport(event_base* base, int fd, SSL* ssl, TransportUser& user, Side side,
                                                  std::size_t max_io) {
-    auto transport = std::make_unique<SocketTransport>(base, fd, ssl, user, side, max_io);
-    if (!transport->init()) return nullptr;
-    return transport;
+    return std::make_unique<SocketTransport>(base, fd, ssl, user, side, max_io);
 }
 
 }  // namespace runtime

@@ -14,7 +14,7 @@ namespace runtime {
 // A transport over the connected socket <fd>, which it owns from here on
 // (closed on destruction, even when this fails). <ssl>, when not null, is a
 // TLS session on that socket prepared by raw_tls::take_over(); the
-// transport owns one reference to it. Null when out of memory.
+// transport owns one reference to it.
 std::unique_ptr<Transport> make_socket_transport(event_base* base, int fd, SSL* ssl, TransportUser& user, Side side,
                                                  std::size_t max_io);
 
