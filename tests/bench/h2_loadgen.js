@@ -110,8 +110,12 @@ function drive(write) {
       const started = sentAt.shift();
       if (measuring) {
         ++echoed;
-        if (frame.equals(ECHO)) record(performance.now() - started);
-        else ++mismatches;
+        if (frame.equals(ECHO)) {
+          record(performance.now() - started);
+        } else {
+          ++mismatches;
+          if (!firstError) firstError = "echo mismatch";
+        }
       }
       send();
     }
