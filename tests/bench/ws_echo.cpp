@@ -6,7 +6,11 @@
 // output has drained (the server closes first, §7.1.1).
 //
 //   ws_echo [--host 127.0.0.1] [--port 0]
-// Prints "ws_echo listening on HOST:PORT" once bound; SIGTERM/SIGINT stop it.
+// Prints "ws_echo listening on HOST:PORT" once bound; SIGTERM/SIGINT stop it,
+// and it then prints one JSON line: how many sessions it upgraded, how many
+// of them ended with a close frame from the peer (by close code) and how
+// many the peer left without one (TCP closed first): whether a proxy in
+// front tells its back end that a client vanished.
 #include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -19,6 +23,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
 
 #include "ws_common.h"
@@ -32,14 +37,37 @@ constexpr std::uint64_t kMaxFrame = 64ull << 20;
 // Stop reading a client whose echo output passes this many bytes; resume when drained.
 constexpr std::size_t kOutputHigh = 4u << 20;
 
+// How the upgraded sessions ended, over the process's life.
+struct Endings {
+    std::uint64_t upgraded = 0;
+    std::map<unsigned, std::uint64_t> close_codes;  // close frames received, by code (1005: none in the frame)
+    std::uint64_t without_close = 0;                 // the peer closed TCP (or failed) before any close frame
+
+    void print() const {
+        std::uint64_t frames = 0;
+        std::string codes;
+        for (const auto& [code, n] : close_codes) {
+            frames += n;
+            codes += (codes.empty() ? "\"" : ",\"") + std::to_string(code) + "\":" + std::to_string(n);
+        }
+        std::printf("{\"upgraded\":%llu,\"close_frames\":%llu,\"close_codes\":{%s},\"without_close\":%llu}\n",
+                    static_cast<unsigned long long>(upgraded), static_cast<unsigned long long>(frames), codes.c_str(),
+                    static_cast<unsigned long long>(without_close));
+        std::fflush(stdout);
+    }
+};
+
 struct Conn {
     bufferevent* bev = nullptr;
+    Endings* endings = nullptr;
     bool upgraded = false;
     bool closing = false;  // close frame sent: stop reading, free once output drains
     bool paused = false;   // reading stopped because the output passed kOutputHigh
+    bool close_seen = false;
 };
 
 void free_conn(Conn* c) {
+    if (c->upgraded && !c->close_seen) ++c->endings->without_close;
     bufferevent_free(c->bev);
     delete c;
 }
@@ -75,6 +103,7 @@ bool handshake(Conn* c, evbuffer* in, evbuffer* out) {
     evbuffer_add(out, response.data(), response.size());
     evbuffer_drain(in, head_len);
     c->upgraded = true;
+    ++c->endings->upgraded;
     return true;
 }
 
@@ -111,6 +140,8 @@ bool echo_frames(Conn* c, evbuffer* in, evbuffer* out) {
         case kPong:
             break;
         case kClose:
+            c->close_seen = true;
+            ++c->endings->close_codes[fh.length >= 2 ? (unsigned{payload[0]} << 8 | payload[1]) : 1005u];
             send_frame(out, kClose, payload, fh.length);
             start_closing(c);
             break;
@@ -148,11 +179,12 @@ void on_event(bufferevent*, short what, void* arg) {
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) free_conn(static_cast<Conn*>(arg));
 }
 
-void on_accept(evconnlistener* listener, evutil_socket_t fd, sockaddr*, int, void*) {
+void on_accept(evconnlistener* listener, evutil_socket_t fd, sockaddr*, int, void* endings) {
     const int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     event_base* base = evconnlistener_get_base(listener);
     auto* c = new Conn;
+    c->endings = static_cast<Endings*>(endings);
     c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (!c->bev) {
         evutil_closesocket(fd);
@@ -191,8 +223,9 @@ int main(int argc, char** argv) {
     if (inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) usage();
 
     event_base* base = event_base_new();
+    Endings endings;
     evconnlistener* listener =
-        evconnlistener_new_bind(base, on_accept, nullptr, LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE, 4096,
+        evconnlistener_new_bind(base, on_accept, &endings, LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE, 4096,
                                 reinterpret_cast<sockaddr*>(&addr), sizeof addr);
     if (!listener) {
         std::perror("ws_echo: bind");
@@ -209,6 +242,7 @@ int main(int argc, char** argv) {
     event_add(sigterm, nullptr);
     event_add(sigint, nullptr);
     event_base_dispatch(base);
+    endings.print();
     event_free(sigterm);
     event_free(sigint);
     evconnlistener_free(listener);

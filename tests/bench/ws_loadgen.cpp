@@ -9,6 +9,9 @@
 //              trip of each message. --messages COUNT stops sending after COUNT.
 //   handshake  --connectors N parallel loops of: connect, upgrade (the 101 and
 //              Sec-WebSocket-Accept are checked), close handshake, TCP close.
+//              With --vanish the client leaves as a closed tab or a lost
+//              mobile link does: it closes TCP right after reading the 101,
+//              without a close frame (a handshake counts at the 101).
 //   idle       opens --connections N sessions (--connectors at a time), holds
 //              them, answers pings, optionally sends its own pings every
 //              --ping-interval seconds, and reports how many stayed open.
@@ -82,6 +85,7 @@ struct Options {
     std::vector<int> rss_pids;
     bool tls = false;
     bool resume = false;
+    bool vanish = false;  // handshake mode: close TCP right after the 101, no close frame
     std::string sni = "localhost";
 };
 
@@ -456,6 +460,10 @@ void Loadgen::on_open(Conn* c) {
         if (opened_ == conns_.size() && !measuring_ && !finished_) all_open_ns_ = now_ns();
         break;
     case Mode::Handshake: {
+        if (opt_.vanish) {
+            on_closed(c);
+            break;
+        }
         // Close handshake: code 1000 (§7.4.1), then wait for the echo and the server's TCP close.
         const std::uint8_t code[2] = {0x03, 0xE8};
         send_control(c, kClose, code, 2);
@@ -607,7 +615,9 @@ void Loadgen::on_message(Conn* c, std::uint8_t opcode, const std::uint8_t* p, st
 }
 
 void Loadgen::on_closed(Conn* c) {
-    // Handshake mode: the full cycle (connect, upgrade, close) completed.
+    // Handshake mode: the cycle completed (connect, upgrade, close handshake
+    // and the server's TCP close; with --vanish: connect and upgrade, and
+    // release() closes TCP without a close frame).
     release(c);
     c->state = ConnState::Done;
     if (measuring_) ++handshakes_;
@@ -837,7 +847,7 @@ void Loadgen::report() const {
                  "  [--mode echo|handshake|idle|storm] [--connections N] [--connectors N] [--size BYTES>=16]\n"
                  "  [--window W] [--duration S] [--warmup S] [--messages COUNT] [--settle S]\n"
                  "  [--ping-interval S] [--cpu-pid P[,P..]] [--rss-pid P[,P..]] [--seed N]\n"
-                 "  [--tls] [--sni NAME] [--resume]  (--mode storm: see the top of ws_loadgen.cpp)\n",
+                 "  [--tls] [--sni NAME] [--resume] [--vanish]  (--mode storm: see the top of ws_loadgen.cpp)\n",
                  why);
     std::exit(2);
 }
@@ -861,6 +871,10 @@ Options parse(int argc, char** argv) {
         }
         if (a == "--resume") {
             o.resume = true;
+            continue;
+        }
+        if (a == "--vanish") {
+            o.vanish = true;
             continue;
         }
         if (i + 1 >= argc) usage(("missing value for " + a).c_str());
@@ -893,6 +907,7 @@ Options parse(int argc, char** argv) {
     if (o.size < 16) usage("--size must be at least 16 (timestamp + sequence number)");
     if (o.window == 0 || o.connections == 0 || o.connectors == 0) usage("counts must be positive");
     if (o.duration <= 0) usage("--duration must be positive");
+    if (o.vanish && o.mode != Mode::Handshake) usage("--vanish applies to --mode handshake");
     return o;
 }
 
