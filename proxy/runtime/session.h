@@ -242,7 +242,9 @@ private:
     void write_access_line();
 
     // Tunnel (tunnel.cpp): the policy, over each side's Transport.
-    void open_tunnel(bool deflate);
+    // <client_head>: the 101 for a socket client, sent by its transport
+    // (other clients have theirs in their bufferevent's output already).
+    void open_tunnel(bool deflate, std::string_view client_head = {});
     std::unique_ptr<Transport> make_transport(Side side);
     void transport_readable(Side side) override;
     void transport_drained(Side side) override;

@@ -302,12 +302,20 @@ void Session::read_response_plain() {
         return;
     }
     if (answer == BackendAnswer::Invalid) return;
-    bufferevent_write(client_.bev, bytes.data(), head_bytes);
     if (bytes.size() > head_bytes) backend_.carry = std::make_unique<std::string>(bytes.substr(head_bytes));
     if (answer == BackendAnswer::Upgrade) {
-        open_tunnel(deflate);
+        // A socket client gets the 101 from its transport, straight from
+        // this buffer; an HTTP/2 stream's goes through its pair, to become
+        // the stream's HEADERS.
+        if (client_.h2) {
+            bufferevent_write(client_.bev, bytes.data(), head_bytes);
+            open_tunnel(deflate);
+        } else {
+            open_tunnel(deflate, bytes.substr(0, head_bytes));
+        }
         return;
     }
+    bufferevent_write(client_.bev, bytes.data(), head_bytes);
     if (!adopt_backend_bufferevent()) {
         release(Side::Backend);
         record_.reason = "out of memory";

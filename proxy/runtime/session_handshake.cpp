@@ -392,9 +392,12 @@ void Session::handle_request(const http1::RequestHead& request, std::size_t head
                                       hs.stripped_names.empty() ? nullptr : &hs.stripped_names});
 
     // The views in <request> die here: the head leaves the input buffer. Any
-    // bytes after it stay queued until the tunnel opens.
+    // bytes after it stay queued until the tunnel opens (bounded by the read
+    // watermark). Reading stays on: a client that leaves now is noticed now,
+    // and the tunnel's transport takes the socket over without an
+    // epoll_ctl() pair (the change list merges the bufferevent's delete with
+    // the transport's add).
     evbuffer_drain(bufferevent_get_input(client_.bev), head_bytes);
-    bufferevent_disable(client_.bev, EV_READ);
     try_connect();
 }
 

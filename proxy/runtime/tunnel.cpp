@@ -41,14 +41,12 @@ constexpr std::size_t kMaxSingleIo = 128 * 1024;
 
 // ---- Tunnel ------------------------------------------------------------------
 
-void Session::open_tunnel(bool deflate) {
+void Session::open_tunnel(bool deflate, std::string_view client_head) {
     timespec opened{};
     clock_gettime(CLOCK_MONOTONIC, &opened);
     const timespec& accepted = handshake_->accepted_at;
     std::int64_t micros = (opened.tv_sec - accepted.tv_sec) * 1000000 + (opened.tv_nsec - accepted.tv_nsec) / 1000;
     worker_.metrics().observe_handshake(static_cast<std::uint64_t>(std::max<std::int64_t>(micros, 0)));
-    // From here on no head is parsed and no header copy is needed.
-    handshake_.reset();
     const config::Config& config = generation_->config();
     from_client_ = Flow(ws::ScannerPolicy{ws::Direction::ClientToServer, deflate, config.limits.max_message_bytes});
     from_backend_ = Flow(ws::ScannerPolicy{ws::Direction::ServerToClient, deflate, 0});
@@ -65,6 +63,10 @@ void Session::open_tunnel(bool deflate) {
             return;
         }
     }
+    // <client_head> may live in the handshake's buffers: sent before they go.
+    client_.transport->send(reinterpret_cast<const std::uint8_t*>(client_head.data()), client_head.size());
+    // From here on no head is parsed and no header copy is needed.
+    handshake_.reset();
     for (Side side : {Side::Client, Side::Backend}) {
         update_reading(side);
         // Bytes that came behind the heads are scanned on the next turn.
