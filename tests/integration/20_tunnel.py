@@ -1,12 +1,12 @@
 """Tunnel: frames relayed both ways, protocol errors, limits, timers,
 heartbeat, close relay, resets and backpressure (RFC 6455 sections 5-7).
 
-Every tunnel here is plain on both sides, so these tests drive the raw
-tunnel (proxy/runtime/session_raw.cpp), the tunnel policy
+Every tunnel here is plain on both sides, so these tests drive the socket
+transport (proxy/runtime/transport_socket.cpp), the tunnel policy
 (proxy/runtime/tunnel.cpp) and the session state machine
 (proxy/runtime/session.cpp, proxy/runtime/session_handshake.cpp,
-proxy/runtime/session_backend.cpp); 55_tls drives the raw tunnel with a TLS
-client and the bufferevent tunnel to a TLS back end."""
+proxy/runtime/session_backend.cpp); 55_tls drives the socket transport with
+a TLS client and with a TLS back end."""
 
 import asyncio
 import os

@@ -1,9 +1,9 @@
 """TLS: wss:// termination with SNI and minimum versions, certificates
 reloaded on SIGHUP, and verified TLS to back ends (a bad back-end
-certificate gives 502). A TLS client's tunnel to a plain back end runs
-through the raw tunnel's TLS path (proxy/runtime/session_raw.cpp,
-proxy/runtime/transport_tls.cpp), a tunnel to a TLS back end through
-bufferevents (proxy/runtime/tunnel.cpp). Certificates
+certificate gives 502). A TLS client's side of a tunnel, and a TLS back
+end's, run on the socket transport's TLS path
+(proxy/runtime/transport_socket.cpp, proxy/runtime/transport_tls.cpp)
+under the tunnel policy (proxy/runtime/tunnel.cpp). Certificates
 come from a throwaway CA made with the openssl CLI in each test's
 directory."""
 
