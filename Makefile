@@ -4,7 +4,7 @@
 
 CXX      ?= g++
 BUILD    ?= build
-PKGS     := libevent_core libevent_extra libevent_openssl libevent_pthreads openssl fmt libxxhash tomlplusplus libcares nlohmann_json libnghttp2
+PKGS     := libevent_core libevent_extra libevent_openssl libevent_pthreads openssl fmt libxxhash tomlplusplus libcares nlohmann_json libnghttp2 liburing
 OPTFLAGS ?= -O2 -g
 SANFLAGS ?=
 
