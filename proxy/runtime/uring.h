@@ -3,8 +3,9 @@
 //
 // Completions reach the loop through the ring's own descriptor, which is
 // readable while the completion queue holds entries: a persistent libevent
-// read event on it costs no system call of its own (an eventfd would cost a
-// read() per wake-up; measured in the uring branch's report). Submissions
+// read event on it costs no system call of its own. (An eventfd costs a
+// read() per wake-up: about 10 % more CPU per message in an echo over 100
+// sockets.) Submissions
 // are batched: the first request of a loop turn makes the Ring's turn event
 // active, and when it runs, one io_uring_enter() submits everything the turn
 // queued; completions the kernel posted during that call are reaped at once.
@@ -140,7 +141,7 @@ public:
     void await_buffers(Deferred& call);
 
     // The provided buffer a completion names (IORING_CQE_F_BUFFER in
-    // <flags>) joins <queue> with <length> bytes (0: recycled at once).
+    // <flags>) joins <queue> with <length> bytes (none: recycled at once).
     void hold(Received& queue, std::uint32_t flags, std::int32_t length);
     // Copies from the front of <queue> into <into>, recycling the buffers
     // it empties. Returns the bytes copied.
@@ -172,7 +173,7 @@ public:
 
     // For tests and measurements.
     std::uint64_t submits() const { return submits_; }  // io_uring_enter calls that submitted
-    std::uint64_t overflows() const { return overflows_; }  // completions fetched from the kernel's overflow list
+    std::uint64_t overflows() const { return overflows_; }  // reaps that found completions in the kernel's overflow list
     unsigned buffers_in_kernel() const { return options_.buffers - held_; }
     const Options& options() const { return options_; }
     std::size_t orphans() const { return orphans_.size(); }
@@ -222,7 +223,7 @@ private:
     std::uint8_t* buffer_memory_ = nullptr;
     std::size_t buffer_memory_bytes_ = 0;
     std::vector<BufferLink> links_;
-    unsigned held_ = 0;  // buffers taken by the kernel and not yet recycled
+    unsigned held_ = 0;  // buffers whose completions were reaped and that are not yet recycled
 
     std::vector<SendBlock*> free_blocks_;
     std::unordered_set<Handler*> orphans_;
