@@ -4,7 +4,7 @@
 
 CXX      ?= g++
 BUILD    ?= build
-PKGS     := libevent_core libevent_extra libevent_openssl libevent_pthreads openssl fmt libxxhash tomlplusplus libcares nlohmann_json libnghttp2
+PKGS     := libevent_core libevent_extra libevent_openssl libevent_pthreads openssl fmt libxxhash tomlplusplus libcares nlohmann_json libnghttp2 liburing
 OPTFLAGS ?= -O2 -g
 SANFLAGS ?=
 
@@ -25,7 +25,7 @@ DASHBOARD_OBJ   := $(BUILD)/gen/dashboard_assets.o
 LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/%.o) $(DASHBOARD_OBJ)
 UNIT_OBJS := $(UNIT_SRCS:%.cpp=$(BUILD)/%.o)
 
-.PHONY: all unit test check asan clean deps demo fuzz fuzz-build bench-hash
+.PHONY: all unit test check asan clean deps demo fuzz fuzz-build bench-hash bench-uring
 all: $(BUILD)/wsgate
 
 # A machine without the libraries gets one line naming the fix instead of a
@@ -61,6 +61,14 @@ unit: $(BUILD)/unit_tests
 bench-hash: $(BUILD)/bench_hash
 	$(BUILD)/bench_hash
 $(BUILD)/bench_hash: $(BUILD)/tests/bench/bench_hash.o $(BUILD)/libwsgate.a
+	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The io_uring transport against plain epoll, as an echo server (scenarios
+# (a) and (b) of scripts/bench without the proxy); see its header for the
+# arguments and for counting system calls.
+bench-uring: $(BUILD)/bench_uring
+	for mode in epoll uring; do $(BUILD)/bench_uring $$mode 64 1 128 3; $(BUILD)/bench_uring $$mode 64 16 128 3; done
+$(BUILD)/bench_uring: $(BUILD)/tests/bench/bench_uring.o $(BUILD)/libwsgate.a
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/%.o: %.cpp

@@ -450,13 +450,14 @@ void Validator::server(const Node& root, ServerSection& out) {
     const Node* table = section(root, "server");
     if (table == nullptr) return;
     const std::string path = "server";
-    check_keys(*table, path, {"workers", "max_connections", "drain_timeout", "pid_file"});
+    check_keys(*table, path, {"workers", "max_connections", "drain_timeout", "pid_file", "io"});
     read_integer(*table, path, "workers", 0, 256, out.workers);
     read_integer(*table, path, "max_connections", 1, kMaxInt, out.max_connections);
     read_duration(*table, path, "drain_timeout", out.drain_timeout);
     if (const Node* node = read_string(*table, path, "pid_file", out.pid_file); node && out.pid_file.empty()) {
         fail(node->position, join(path, "pid_file"), "expected a path, got \"\"");
     }
+    read_choice<Io>(*table, path, "io", {{"epoll", Io::Epoll}, {"io_uring", Io::IoUring}}, out.io);
 }
 
 void Validator::log(const Node& root, LogSection& out) {

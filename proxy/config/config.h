@@ -38,11 +38,17 @@ bool parse_socket_address(std::string_view text, SocketAddress& out);
 // Parses "250ms", "30s", "5m", "1h" (a non-negative integer and a unit). "0s" is zero.
 bool parse_duration(std::string_view text, Duration& out);
 
+// How a raw tunnel's plain sockets are read and written: readiness events
+// and recv/send (epoll), or one io_uring per worker that batches the
+// receives and sends of a loop turn into one system call (io_uring).
+enum class Io { Epoll, IoUring };
+
 struct ServerSection {
     unsigned workers = 0;              // 0 = one per core (resolved at start)
     std::uint64_t max_connections = 100000;
     Duration drain_timeout = std::chrono::seconds(30);
     std::string pid_file;              // "" = none; the pid of the process accepting now
+    Io io = Io::Epoll;                 // a reload's change applies to tunnels opened after it
 };
 
 enum class LogFormat { Json, Text };

@@ -19,6 +19,7 @@
 #include "runtime/forward.h"
 #include "runtime/session.h"
 #include "runtime/upgrade.h"
+#include "runtime/uring.h"
 
 namespace runtime {
 
@@ -152,7 +153,27 @@ std::vector<std::pair<std::string, int>> Worker::listener_fds() const {
 }
 
 void Worker::start() {
-    thread_ = std::thread([this] { event_base_dispatch(base_); });
+    thread_ = std::thread([this] {
+        if (generation_->config().server.io == config::Io::IoUring) io_uring();
+        event_base_dispatch(base_);
+        // The ring accepts submissions from this thread only, and must
+        // outlive every transport on it.
+        while (sessions_) sessions_->terminate();
+        ring_.reset();
+    });
+}
+
+uring::Ring* Worker::io_uring() {
+    if (!ring_ && !ring_failed_) {
+        std::string error;
+        ring_ = uring::Ring::create(base_, error);
+        if (!ring_) {
+            ring_failed_ = true;
+            log().log(obs::Level::Warn, "worker {}: io_uring cannot be set up ({}); tunnels use epoll", index_,
+                      error);
+        }
+    }
+    return ring_.get();
 }
 
 void Worker::join() {

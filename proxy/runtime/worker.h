@@ -31,6 +31,10 @@ namespace upgrade {
 class Inherited;
 }
 
+namespace runtime::uring {
+class Ring;
+}
+
 namespace runtime {
 
 class Session;
@@ -146,6 +150,12 @@ public:
     std::span<std::uint8_t> read_buffer() { return read_buffer_; }
     // Plain HTTP: idle keep-alive connections to back ends.
     UpstreamPool& upstreams() { return upstreams_; }
+    // The io_uring that tunnels of a generation with server.io = "io_uring"
+    // use for their plain sockets: created on the first call (at start when
+    // the configuration asks for it), in this worker's thread. Null when
+    // io_uring cannot be set up here, which is logged once: such tunnels
+    // use epoll.
+    uring::Ring* io_uring();
     // The newest generation this worker adopted (for the next request on a
     // kept-alive connection).
     const std::shared_ptr<const Generation>& generation() const { return generation_; }
@@ -205,6 +215,8 @@ private:
     int reserve_fd_ = -1;
     std::size_t tls_refusals_ = 0;   // sessions with over_limit set: TLS clients being told 503
     std::vector<std::uint8_t> read_buffer_;
+    std::unique_ptr<uring::Ring> ring_;  // destroyed in the thread, once the loop has ended
+    bool ring_failed_ = false;
     std::thread thread_;
 };
 

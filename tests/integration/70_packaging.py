@@ -213,7 +213,7 @@ def test_control(control_dir, version, arch):
         problems.append(f"Installed-Size {fields.get('Installed-Size')!r} is not a number")
     depends = {re.split(r"[ (]", d.strip())[0] for d in fields.get("Depends", "").split(",") if d.strip()}
     for needed in ("adduser", "libc6", "libstdc++6", "libssl3", "libevent-core-2.1-7", "libfmt9",
-                   "libtomlplusplus3", "libxxhash0", "libc-ares2"):
+                   "libtomlplusplus3", "libxxhash0", "libc-ares2", "liburing2"):
         if needed not in depends:
             problems.append(f"Depends lacks {needed} (has {sorted(depends)})")
     check("deb_control_fields", problems)

@@ -293,10 +293,11 @@ class Wsgate:
     for the `ready` line in the error log or the port in LISTEN state.
     """
 
-    def __init__(self, config, tmpdir=None, ready_timeout=10.0, nofile=None):
+    def __init__(self, config, tmpdir=None, ready_timeout=10.0, nofile=None, preexec=None):
         self.tmpdir = tmpdir or new_tmpdir("wsgate")
         self.ready_timeout = ready_timeout
         self.nofile = nofile   # RLIMIT_NOFILE (soft = hard) for wsgate, if given
+        self.preexec = preexec  # run in the child before exec, after the limit is set
         if isinstance(config, dict):
             config = dict(config)
             self.port = config.pop("port", None) or free_port()
@@ -374,10 +375,13 @@ class Wsgate:
             raise HarnessError(f"wsgate binary not found: {binary}")
         with open(self.config_path, "w") as f:
             f.write(self.config_text)
-        preexec = _raise_nofile
-        if self.nofile is not None:
-            def preexec(limit=self.nofile):
+        def preexec(limit=self.nofile, extra=self.preexec):
+            if limit is None:
+                _raise_nofile()
+            else:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+            if extra is not None:
+                extra()
         with open(self.out_path, "ab") as out:
             self.proc = _spawn([binary, "-c", self.config_path], preexec=preexec,
                                stdout=out, stderr=subprocess.STDOUT)

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "config_support.h"
 
 namespace {
 
@@ -19,6 +20,12 @@ using config::Config;
 using config::Duration;
 using config::Error;
 using config::LoadResult;
+using config_test::base;
+using config_test::kBase;
+using config_test::load_error;
+using config_test::load_errors;
+using config_test::load_ok;
+using config_test::loaded;
 
 using namespace std::chrono_literals;
 
@@ -29,34 +36,6 @@ std::string read_text(const std::string& path) {
     return text.str();
 }
 
-std::shared_ptr<const Config> loaded(const LoadResult& result) {
-    if (const auto* errors = std::get_if<std::vector<Error>>(&result)) {
-        for (const Error& e : *errors) MESSAGE(e.to_string());
-        FAIL("unexpected errors");
-    }
-    return std::get<std::shared_ptr<const Config>>(result);
-}
-
-std::shared_ptr<const Config> load_ok(std::string_view text) { return loaded(config::load_string(text, "t.toml")); }
-
-std::vector<std::string> load_errors(std::string_view text) {
-    const LoadResult result = config::load_string(text, "t.toml");
-    REQUIRE(std::holds_alternative<std::vector<Error>>(result));
-    std::vector<std::string> out;
-    for (const Error& e : std::get<std::vector<Error>>(result)) out.push_back(e.to_string());
-    return out;
-}
-
-// The one error of <text>.
-std::string load_error(std::string_view text) {
-    const std::vector<std::string> errors = load_errors(text);
-    if (errors.size() != 1) {
-        for (const std::string& e : errors) MESSAGE(e);
-    }
-    REQUIRE(errors.size() == 1);
-    return errors[0];
-}
-
 std::string load_error_of_file(const std::string& path) {
     const LoadResult result = config::load_file(path);
     REQUIRE(std::holds_alternative<std::vector<Error>>(result));
@@ -64,17 +43,6 @@ std::string load_error_of_file(const std::string& path) {
     REQUIRE(errors.size() == 1);
     return errors[0].to_string();
 }
-
-// A valid file of 6 lines: what is appended starts at line 7.
-constexpr std::string_view kBase = R"([[listener]]
-listen = "127.0.0.1:8080"
-[[pool]]
-name = "main"
-[[pool.backend]]
-address = "127.0.0.1:9001"
-)";
-
-std::string base(std::string_view more) { return std::string(kBase) + std::string(more); }
 
 }  // namespace
 
@@ -265,7 +233,7 @@ TEST_CASE("config: unknown keys at every level") {
           "t.toml:7:2: servr: unknown key (expected server, log, admin, listener, timeouts, heartbeat, limits, "
           "route, pool or resolver)");
     CHECK(load_error(base("[server]\nwrkers = 2\n")) ==
-          "t.toml:8:1: server.wrkers: unknown key (expected workers, max_connections, drain_timeout or pid_file)");
+          "t.toml:8:1: server.wrkers: unknown key (expected workers, max_connections, drain_timeout, pid_file or io)");
     CHECK(load_error(base("[log]\nacces = \"-\"\n")) ==
           "t.toml:8:1: log.acces: unknown key (expected access, format, error, level or empty_connections)");
     CHECK(load_error(base("[admin]\nlisten = \"127.0.0.1:9090\"\nport = 1\n")) ==
@@ -462,7 +430,7 @@ bogus = 1
         "t.toml:8:10: pool[0].backend[0].weight: must be a positive integer, got 0",
         "t.toml:10:8: route[0].pool: unknown pool \"nowhere\"",
         "t.toml:12:11: server.workers: expected an integer, got a string",
-        "t.toml:13:1: server.bogus: unknown key (expected workers, max_connections, drain_timeout or pid_file)",
+        "t.toml:13:1: server.bogus: unknown key (expected workers, max_connections, drain_timeout, pid_file or io)",
     };
     CHECK(errors == expected);
 }

@@ -3,43 +3,15 @@
 #include <doctest/doctest.h>
 
 #include <string>
-#include <variant>
 
-#include "config/config.h"
+#include "config_support.h"
 
-namespace {
-
-constexpr std::string_view kBase = R"([[listener]]
-listen = "127.0.0.1:8080"
-[[pool]]
-name = "main"
-[[pool.backend]]
-address = "127.0.0.1:9001"
-)";
-
-config::LoadResult load(std::string_view text) { return config::load_string(text, "t.toml"); }
-
-std::string only_error(std::string_view text) {
-    const config::LoadResult result = load(text);
-    REQUIRE(std::holds_alternative<std::vector<config::Error>>(result));
-    const auto& errors = std::get<std::vector<config::Error>>(result);
-    REQUIRE(errors.size() == 1);
-    return errors[0].to_string();
-}
-
-std::shared_ptr<const config::Config> ok(std::string_view text) {
-    const config::LoadResult result = load(text);
-    if (auto* errors = std::get_if<std::vector<config::Error>>(&result)) {
-        for (const config::Error& e : *errors) MESSAGE(e.to_string());
-    }
-    REQUIRE(std::holds_alternative<std::shared_ptr<const config::Config>>(result));
-    return std::get<std::shared_ptr<const config::Config>>(result);
-}
-
-}  // namespace
+using config_test::kBase;
+using config_test::load_error;
+using config_test::load_ok;
 
 TEST_CASE("config http2: defaults") {
-    auto cfg = ok(kBase);
+    auto cfg = load_ok(kBase);
     // A plain listener speaks HTTP/2 only when asked (h2c with prior knowledge).
     CHECK_FALSE(cfg->listeners[0].http2);
     CHECK(cfg->limits.h2_max_concurrent_streams == 100);
@@ -48,7 +20,7 @@ TEST_CASE("config http2: defaults") {
 }
 
 TEST_CASE("config http2: values set") {
-    auto cfg = ok(std::string(R"([[listener]]
+    auto cfg = load_ok(std::string(R"([[listener]]
 listen = "127.0.0.1:8080"
 http2 = true
 [[listener]]
@@ -71,18 +43,18 @@ address = "127.0.0.1:9001"
 }
 
 TEST_CASE("config http2: bad values name file, line and column") {
-    CHECK(only_error(std::string(kBase) + "[limits]\nh2_max_concurrent_streams = 0\n") ==
+    CHECK(load_error(std::string(kBase) + "[limits]\nh2_max_concurrent_streams = 0\n") ==
           "t.toml:8:29: limits.h2_max_concurrent_streams: must be a positive integer, got 0");
-    CHECK(only_error(std::string(kBase) + "[limits]\nh2_max_concurrent_streams = 10001\n") ==
+    CHECK(load_error(std::string(kBase) + "[limits]\nh2_max_concurrent_streams = 10001\n") ==
           "t.toml:8:29: limits.h2_max_concurrent_streams: must be between 1 and 10000, got 10001");
-    CHECK(only_error(std::string(kBase) + "[limits]\nh2_stream_window_bytes = 65534\n") ==
+    CHECK(load_error(std::string(kBase) + "[limits]\nh2_stream_window_bytes = 65534\n") ==
           "t.toml:8:26: limits.h2_stream_window_bytes: must be between 65535 and 2147483647, got 65534");
-    CHECK(only_error(std::string(kBase) + "[limits]\nh2_connection_window_bytes = 2147483648\n") ==
+    CHECK(load_error(std::string(kBase) + "[limits]\nh2_connection_window_bytes = 2147483648\n") ==
           "t.toml:8:30: limits.h2_connection_window_bytes: must be between 65535 and 2147483647, got 2147483648");
-    CHECK(only_error("[[listener]]\nlisten = \"127.0.0.1:8080\"\nhttp2 = \"yes\"\n[[pool]]\nname = \"main\"\n"
+    CHECK(load_error("[[listener]]\nlisten = \"127.0.0.1:8080\"\nhttp2 = \"yes\"\n[[pool]]\nname = \"main\"\n"
                      "[[pool.backend]]\naddress = \"127.0.0.1:9001\"\n") ==
           "t.toml:3:9: listener[0].http2: expected true or false, got a string");
-    CHECK(only_error("[[listener]]\nlisten = \"127.0.0.1:8080\"\nhttp = true\n[[pool]]\nname = \"main\"\n"
+    CHECK(load_error("[[listener]]\nlisten = \"127.0.0.1:8080\"\nhttp = true\n[[pool]]\nname = \"main\"\n"
                      "[[pool.backend]]\naddress = \"127.0.0.1:9001\"\n") ==
           "t.toml:3:1: listener[0].http: unknown key (expected listen, tls, proxy_protocol, trusted_proxies or http2)");
 }

@@ -1,0 +1,324 @@
+// The io_uring transport: a plain TCP socket read by one multishot receive
+// into the worker Ring's provided buffers and written by sends from a queue
+// of copied bytes, every operation submitted with the rest of the loop
+// turn's in one io_uring_enter().
+//
+// Two objects: the Transport the tunnel owns, and the socket state
+// (UringSocket) that the Ring's completions name. The socket outlives its
+// transport while operations are in flight: the kernel may still write
+// into a receive buffer or read a send block, and the descriptor must stay
+// open (a closed number could be reused by a new socket that a pending
+// operation would then touch). Destroying the transport cancels them; the
+// Ring owns the socket until the last completion, which closes it.
+//
+// Reading: while reading is wanted, one multishot receive stays armed. Its
+// completions hold buffers (at most kMaxHeldBytes, then the receive is
+// cancelled until the tunnel reads) and make one transport_readable() per
+// loop turn. read() copies from them and recycles each emptied buffer.
+// set_reading(false) cancels the receive, so that bytes wait in the kernel
+// and TCP's window closes: backpressure, as with epoll. What was received
+// already stays held and is read first. The end of the stream (res 0) or an
+// error is reported by the read that takes the last byte before it.
+//
+// Writing: send() appends to a queue of blocks; one send is in flight at a
+// time (ordering), a partial one continues from where it stopped, and each
+// completion that shrinks the queue calls transport_drained().
+#include "runtime/transport_uring.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <new>
+
+namespace runtime {
+
+namespace {
+
+// The operations of a socket, as tags of their completions.
+constexpr unsigned kReceive = 1;
+constexpr unsigned kSend = 2;
+
+// Received bytes a socket holds unread before its receive is cancelled: the
+// buffer pool is shared by every socket of the worker.
+constexpr std::uint32_t kMaxHeldBytes = 65536;
+
+class UringTransport;
+
+class UringSocket final : public uring::Handler, public uring::Deferred {
+public:
+    UringSocket(uring::Ring& ring, int fd, UringTransport& owner) : ring_(ring), owner_(&owner), fd_(fd) {}
+    ~UringSocket() override;
+
+    // The Transport's calls.
+    void start() { update_receive(); }
+    TransportRead read(std::span<std::uint8_t> into);
+    void send(const std::uint8_t* data, std::size_t length);
+    std::size_t queued() const { return queued_; }
+    void set_reading(bool on);
+    void wake_reader();
+    // The transport is gone: cancels what is in flight and closes the
+    // socket once it has ended.
+    void detach();
+
+    void complete(unsigned tag, std::int32_t result, std::uint32_t flags) override;
+    void run() override;
+
+private:
+    void received(std::int32_t result, std::uint32_t flags);
+    void sent(std::int32_t result);
+    bool receive_wanted() const;
+    void update_receive();
+    void arm_receive();
+    void start_send();
+    void free_blocks(uring::Ring::SendBlock* keep);
+    void notify_later();
+    void finish_if_idle();
+
+    uring::Ring& ring_;
+    UringTransport* owner_;  // null once the transport is gone
+    int fd_;
+    uring::Received received_;
+    uring::Ring::SendBlock* send_head_ = nullptr;
+    uring::Ring::SendBlock* send_tail_ = nullptr;
+    std::size_t queued_ = 0;    // bytes accepted by send() and not yet sent
+    std::uint32_t sending_ = 0; // bytes of the send in flight (0: none)
+    short ended_ = 0;           // TransportRead::kEof or kError once the receive side ended
+    bool end_reported_ = false; // a read() returned <ended_>
+    bool reading_ = true;       // set_reading()
+    bool receive_armed_ = false;
+    bool cancel_sent_ = false;  // the armed receive is being cancelled
+    bool wake_ = false;         // wake_reader() asked for one transport_readable()
+    bool failed_ = false;       // a send failed: the connection is gone
+};
+
+class UringTransport final : public Transport {
+public:
+    UringTransport(TransportUser& user, Side side) : user_(user), side_(side) {}
+    ~UringTransport() override {
+        if (socket_) socket_->detach();
+    }
+    void attach(UringSocket& socket) { socket_ = &socket; }
+
+    TransportRead read(std::span<std::uint8_t> into) override { return socket_->read(into); }
+    void send(const std::uint8_t* data, std::size_t length) override { socket_->send(data, length); }
+    std::size_t queued() const override { return socket_->queued(); }
+    void set_reading(bool on) override { socket_->set_reading(on); }
+    void wake_reader() override { socket_->wake_reader(); }
+
+    // Tells the tunnel; false when that destroyed this transport.
+    bool tell(void (TransportUser::*call)(Side)) {
+        Survival alive(*this);
+        (user_.*call)(side_);
+        return static_cast<bool>(alive);
+    }
+
+private:
+    UringSocket* socket_ = nullptr;  // set by the factory; outlives this
+    TransportUser& user_;
+    Side side_;
+};
+
+UringSocket::~UringSocket() {
+    ring_.drop(received_);
+    free_blocks(nullptr);
+    if (fd_ >= 0) ring_.close(fd_);
+}
+
+TransportRead UringSocket::read(std::span<std::uint8_t> into) {
+    TransportRead result;
+    result.got = ring_.take(received_, into);
+    if (!received_.empty()) {
+        notify_later();
+    } else if (ended_) {
+        result.closed = ended_;
+        end_reported_ = true;
+    }
+    update_receive();
+    return result;
+}
+
+void UringSocket::send(const std::uint8_t* data, std::size_t length) {
+    if (failed_ || length == 0) return;
+    queued_ += length;
+    while (length > 0) {
+        if (!send_tail_ || send_tail_->end == send_tail_->capacity) {
+            uring::Ring::SendBlock* block = ring_.new_block(length);
+            if (send_tail_) {
+                send_tail_->next = block;
+            } else {
+                send_head_ = block;
+            }
+            send_tail_ = block;
+        }
+        const std::size_t n = std::min<std::size_t>(length, send_tail_->capacity - send_tail_->end);
+        std::memcpy(send_tail_->data() + send_tail_->end, data, n);
+        send_tail_->end += static_cast<std::uint32_t>(n);
+        data += n;
+        length -= n;
+    }
+    if (sending_ == 0) start_send();
+}
+
+void UringSocket::set_reading(bool on) {
+    reading_ = on;
+    if (on && (!received_.empty() || (ended_ && !end_reported_))) notify_later();
+    update_receive();
+}
+
+void UringSocket::wake_reader() {
+    wake_ = true;
+    ring_.defer(*this);
+}
+
+bool UringSocket::receive_wanted() const {
+    return owner_ && reading_ && !ended_ && received_.bytes < kMaxHeldBytes;
+}
+
+// Cancels the receive at once when it is no longer wanted; arms it in run(),
+// later in the turn but before its submit, so that reading switched off and
+// on again within a turn costs nothing, and a receive never starts for a
+// transport whose tunnel switches reading off before the turn ends.
+void UringSocket::update_receive() {
+    if (receive_wanted() && !receive_armed_) {
+        if (!pending()) ring_.defer(*this);
+    } else if (!receive_wanted() && receive_armed_ && !cancel_sent_) {
+        ring_.cancel(*this, kReceive);
+        cancel_sent_ = true;
+    }
+}
+
+void UringSocket::arm_receive() {
+    if (!receive_wanted() || receive_armed_) return;
+    if (ring_.short_of_buffers()) {
+        ring_.await_buffers(*this);
+        return;
+    }
+    ring_.receive(*this, kReceive, fd_);
+    receive_armed_ = true;
+    cancel_sent_ = false;
+}
+
+void UringSocket::start_send() {
+    sending_ = send_head_->end - send_head_->begin;
+    ring_.send(*this, kSend, fd_, send_head_->data() + send_head_->begin, sending_);
+}
+
+void UringSocket::free_blocks(uring::Ring::SendBlock* keep) {
+    for (uring::Ring::SendBlock* block = send_head_; block;) {
+        uring::Ring::SendBlock* next = block->next;
+        if (block != keep) ring_.free_block(block);
+        block = next;
+    }
+    send_head_ = send_tail_ = keep;
+    if (keep) keep->next = nullptr;
+}
+
+void UringSocket::notify_later() { ring_.defer(*this); }
+
+void UringSocket::detach() {
+    owner_ = nullptr;
+    unlink();
+    ring_.drop(received_);
+    // The block a send in flight reads from stays until it completes.
+    free_blocks(sending_ ? send_head_ : nullptr);
+    queued_ = 0;
+    if (receive_armed_ || sending_) {
+        ring_.cancel_all(fd_);
+        ring_.adopt(this);
+    } else {
+        finish_if_idle();
+    }
+}
+
+void UringSocket::finish_if_idle() {
+    if (owner_ || receive_armed_ || sending_) return;
+    free_blocks(nullptr);
+    ring_.close(fd_);
+    fd_ = -1;
+    ring_.release(this);
+}
+
+void UringSocket::complete(unsigned tag, std::int32_t result, std::uint32_t flags) {
+    if (tag == kReceive) {
+        received(result, flags);
+    } else {
+        sent(result);
+    }
+}
+
+void UringSocket::received(std::int32_t result, std::uint32_t flags) {
+    ring_.hold(received_, flags, result);
+    if (result == 0) {
+        ended_ = TransportRead::kEof;
+    } else if (result < 0 && result != -ENOBUFS && result != -ECANCELED) {
+        ended_ = TransportRead::kError;
+    }
+    if (!(flags & IORING_CQE_F_MORE)) {
+        receive_armed_ = false;
+        cancel_sent_ = false;
+    }
+    if (!owner_) {
+        ring_.drop(received_);
+        finish_if_idle();
+        return;
+    }
+    if (reading_ && (!received_.empty() || (ended_ && !end_reported_))) notify_later();
+    // Re-arms a receive that ended (the pool ran dry: -ENOBUFS; the kernel
+    // stopped it) or cancels one over kMaxHeldBytes.
+    update_receive();
+}
+
+void UringSocket::sent(std::int32_t result) {
+    const std::uint32_t was_sending = sending_;
+    sending_ = 0;
+    if (!owner_) {
+        finish_if_idle();
+        return;
+    }
+    if (result < 0) {
+        failed_ = true;
+        free_blocks(nullptr);
+        queued_ = 0;
+        owner_->tell(&TransportUser::transport_failed);
+        return;
+    }
+    const auto n = static_cast<std::uint32_t>(result);
+    send_head_->begin += std::min(n, was_sending);
+    queued_ -= std::min<std::size_t>(n, queued_);
+    if (send_head_->begin == send_head_->end) {
+        uring::Ring::SendBlock* done = send_head_;
+        send_head_ = done->next;
+        if (!send_head_) send_tail_ = nullptr;
+        ring_.free_block(done);
+    }
+    if (send_head_) start_send();
+    if (n > 0) owner_->tell(&TransportUser::transport_drained);
+}
+
+// Deferred: one transport_readable() when there is something to report or
+// the tunnel asked to be woken, then the receive is armed if wanted.
+void UringSocket::run() {
+    if (!owner_) return;
+    const bool report = wake_ || (reading_ && (!received_.empty() || (ended_ && !end_reported_)));
+    wake_ = false;
+    if (report && !owner_->tell(&TransportUser::transport_readable)) return;
+    if (!pending()) arm_receive();
+}
+
+}  // namespace
+
+std::unique_ptr<Transport> make_uring_transport(uring::Ring& ring, int fd, TransportUser& user, Side side) {
+    std::unique_ptr<UringTransport> transport(new (std::nothrow) UringTransport(user, side));
+    UringSocket* socket = transport ? new (std::nothrow) UringSocket(ring, fd, *transport) : nullptr;
+    if (!socket) {
+        ::close(fd);
+        return nullptr;
+    }
+    transport->attach(*socket);
+    socket->start();
+    return transport;
+}
+
+}  // namespace runtime
