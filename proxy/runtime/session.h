@@ -246,6 +246,7 @@ private:
     // (other clients have theirs in their bufferevent's output already).
     void open_tunnel(bool deflate, std::string_view client_head = {});
     std::unique_ptr<Transport> make_transport(Side side);
+    std::unique_ptr<Transport> make_plain_transport(int fd, Side side, std::size_t max_io);
     void transport_readable(Side side) override;
     void transport_drained(Side side) override;
     void transport_failed(Side side) override;

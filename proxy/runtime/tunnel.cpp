@@ -26,6 +26,7 @@
 #include "runtime/transport_tls.h"
 #include "runtime/transport_socket.h"
 #include "runtime/transport_stream.h"
+#include "runtime/transport_uring.h"
 
 namespace runtime {
 
@@ -96,7 +97,7 @@ std::unique_ptr<Transport> Session::make_transport(Side side) {
         peer.io = nullptr;
         peer.interest = 0;
         peer.fd = -1;
-        return make_socket_transport(worker_.base(), fd, nullptr, *this, side, max_io);
+        return make_plain_transport(fd, side, max_io);
     }
     const int fd = bufferevent_getfd(peer.bev);
     SSL* ssl = nullptr;
@@ -112,7 +113,8 @@ std::unique_ptr<Transport> Session::make_transport(Side side) {
     if (const std::size_t unread = evbuffer_get_length(input); unread > 0) {
         peer.carry = std::make_unique<std::string>(reinterpret_cast<const char*>(evbuffer_pullup(input, -1)), unread);
     }
-    std::unique_ptr<Transport> transport = make_socket_transport(worker_.base(), fd, ssl, *this, side, max_io);
+    std::unique_ptr<Transport> transport =
+        ssl ? make_socket_transport(worker_.base(), fd, ssl, *this, side, max_io) : make_plain_transport(fd, side, max_io);
     // Sent now rather than on the next turn: the write interest is then
     // never armed, at the cost of nothing.
     evbuffer* output = bufferevent_get_output(peer.bev);
@@ -125,6 +127,15 @@ std::unique_ptr<Transport> Session::make_transport(Side side) {
     bufferevent_free(peer.bev);
     peer.bev = nullptr;
     return transport;
+}
+
+// A plain socket's transport: io_uring when this session's generation asks
+// for it and the worker has a ring, else readiness and recv/send.
+std::unique_ptr<Transport> Session::make_plain_transport(int fd, Side side, std::size_t max_io) {
+    if (generation_->config().server.io == config::Io::IoUring) {
+        if (uring::Ring* ring = worker_.io_uring()) return make_uring_transport(*ring, fd, *this, side);
+    }
+    return make_socket_transport(worker_.base(), fd, nullptr, *this, side, max_io);
 }
 
 void Session::transport_readable(Side side) { tunnel_read(side); }

@@ -58,6 +58,41 @@ def echo_text_and_binary():
         run_async(go())
 
 
+def io_uring_instances(pid):
+    """How many io_uring instances process <pid> holds (each is an
+    anon_inode:[io_uring] descriptor)."""
+    fd_dir = f"/proc/{pid}/fd"
+    count = 0
+    for name in os.listdir(fd_dir):
+        try:
+            count += os.readlink(os.path.join(fd_dir, name)) == "anon_inode:[io_uring]"
+        except OSError:
+            continue
+    return count
+
+
+@test
+def io_mode_in_effect():
+    """The suite runs twice (scripts/run-tests): with the default epoll
+    transport, and with WSGATE_IO=io_uring. Each run proves which one its
+    tunnels used, so the io_uring run cannot pass on epoll by a silent
+    fallback."""
+    io = os.environ.get("WSGATE_IO", "epoll")
+    with Backend("echo", id="b1") as b, Wsgate({"backends": [b]}) as gw:
+        async def go():
+            async with ws_connect(gw.port) as ws:
+                await ws.send("on " + io)
+                check_eq(await ws.recv(), "on " + io, "echo")
+                return io_uring_instances(gw.pid)
+        rings = run_async(go())
+        if io == "io_uring":
+            check(rings >= 1, "io = io_uring, but wsgate holds no io_uring instance")
+            check("io_uring cannot be set up" not in gw.error_log(), f"fell back to epoll: {gw.error_log()[-300:]}")
+        else:
+            check_eq(rings, 0, "io_uring instances with io = epoll")
+        return f"io = {io}, {rings} io_uring instance(s)"
+
+
 @test
 def permessage_deflate_end_to_end():
     with Backend("echo", id="b1") as b, Wsgate({"backends": [b]}) as gw:

@@ -284,6 +284,19 @@ def sanitizer_build():
     return _sanitized
 
 
+def with_io_override(text):
+    """<text> with `[server] io` set to $WSGATE_IO when that is set: the
+    tunnel suites run once more with io = "io_uring" (scripts/run-tests).
+    A config that names its own io is left alone."""
+    io = os.environ.get("WSGATE_IO")
+    if not io or re.search(r'^\s*io\s*=', text, re.M):
+        return text
+    line = f'io = "{io}"\n'
+    if re.search(r'^\[server\]\s*$', text, re.M):
+        return re.sub(r'^\[server\]\s*$\n', lambda m: m.group(0) + line, text, count=1, flags=re.M)
+    return "[server]\n" + line + text
+
+
 class Wsgate:
     """The wsgate binary under test, as a context manager.
 
@@ -310,6 +323,7 @@ class Wsgate:
                 raise HarnessError("config text has no listen address")
             self.port = int(m.group(1))
             self.config_text = config
+        self.config_text = with_io_override(self.config_text)
         self.config_path = os.path.join(self.tmpdir, "wsgate.toml")
         self.access_path = self._log_path("access", "access.log")
         self.error_path = self._log_path("error", "error.log")
@@ -450,7 +464,7 @@ class Wsgate:
             config = dict(config)
             port = config.pop("port", None) or self.port
             config = render_config(port, self.tmpdir, **config)
-        self.config_text = config
+        self.config_text = config = with_io_override(config)
         tmp = self.config_path + ".new"
         with open(tmp, "w") as f:
             f.write(config)

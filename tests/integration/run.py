@@ -97,9 +97,10 @@ def run_file(path, env):
 
 
 def main():
-    pattern = sys.argv[1] if len(sys.argv) > 1 else ""
+    patterns = sys.argv[1:] or [""]
+    pattern = " ".join(patterns)
     files = [f for f in sorted(glob.glob(os.path.join(HERE, "[0-9][0-9]_*.py")))
-             if pattern in os.path.basename(f)]
+             if any(p in os.path.basename(f) for p in patterns)]
     env = dict(os.environ)
     env["WSGATE_BUILD"] = os.path.abspath(os.path.join(ROOT, env.get("WSGATE_BUILD", "build")))
     env["PYTHONDONTWRITEBYTECODE"] = "1"
