@@ -89,10 +89,52 @@ def h2_lines(summary):
     return out + [""]
 
 
+# Issue 18 §4: with io_uring, CPU per message in a and b at most 0.85 × the
+# floor relay's, and strictly below the better peer's in every plain scenario.
+URING_FLOOR_SHARE = 0.85
+URING_FLOOR_SCENARIOS = ("a", "b")
+PLAIN_SCENARIOS = ("a", "b", "c", "d", "x")
+
+
+def verdict_line(summary, sid, target, against, who, goal, strict):
+    """One goal line: <target>'s CPU per op in <sid> against <against>'s
+    (<who> names it), goal <goal>× (strictly below when <strict>), with
+    core 0's busy time per op compared the same way beside it."""
+    mine = median_of(summary, sid, target, "cpu_us_per_op")
+    theirs = median_of(summary, sid, against, "cpu_us_per_op")
+    if mine is None or not theirs:
+        return f"- {target} {sid}: CPU per op against {who} not measured"
+    share = mine / theirs
+    met = share < goal if strict else share <= goal
+    core, core_theirs = (median_of(summary, sid, t, "core0_us_per_op") for t in (target, against))
+    core_note = f"; core 0: {core / core_theirs:.2f}×" if core and core_theirs else ""
+    return (f"- {target} {sid}: CPU {fmt(mine)} µs/op vs {who} {fmt(theirs)} µs = {share:.2f}× "
+            f"(goal {'<' if strict else '≤'} {goal:.2f}×): {'met' if met else 'NOT met'}{core_note}")
+
+
+def io_uring_goal_lines(summary):
+    """wsgate-uring against issue 18 §4, and plain wsgate on the same lines
+    for comparison."""
+    targets = [t for t in ("wsgate-uring", "wsgate") if t in TARGETS]
+    plain = [sid for sid in PLAIN_SCENARIOS if sid in SCENARIO_IDS]
+    if "wsgate-uring" not in TARGETS or not plain:
+        return []
+    out = ["## io_uring (wsgate-uring) against the targets, plain wsgate for comparison", ""]
+    for t in targets:
+        if "floor" in TARGETS:
+            out += [verdict_line(summary, sid, t, "floor", "floor", URING_FLOOR_SHARE, False)
+                    for sid in URING_FLOOR_SCENARIOS if sid in plain]
+        for sid in plain:
+            who = best_peer(summary, sid, "cpu_us_per_op", False)[1]
+            if who:
+                out.append(verdict_line(summary, sid, t, who, f"best peer {who}", 1.0, True))
+    return out + [""]
+
+
 def goal_lines(summary):
     """The issues' wsgate targets, checked against the medians."""
     return (resumption_goal_lines(summary) + handshake_goal_lines(summary) + h2_lines(summary)
-            + plain_goal_lines(summary))
+            + io_uring_goal_lines(summary) + plain_goal_lines(summary))
 
 
 def plain_goal_lines(summary):

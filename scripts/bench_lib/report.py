@@ -13,7 +13,7 @@ from bench_lib.summary import RATIO_METRICS, best_peer, cell, median_of, metrics
 
 
 def markdown(summary, meta):
-    lines = ["# wsgate benchmark: direct vs wsgate vs nginx vs HAProxy", ""]
+    lines = ["# wsgate benchmark: direct vs wsgate (epoll, io_uring) vs nginx vs HAProxy", ""]
     lines += [f"- Date: {meta['date']}; command: `{meta['command']}`",
               f"- Machine: {meta['cpu']} ({meta['ncpu']} cores), Linux {meta['kernel']}",
               f"- Versions: {meta['versions']['wsgate']}; {meta['versions']['nginx']}; "
@@ -27,7 +27,16 @@ def markdown(summary, meta):
               "access logs off for all three; tunnel timeouts 1 h",
               "- CPU = the proxy's own CPU time (all threads, /proc/PID/task/*/schedstat; nginx master + worker) "
               "over the measured window ÷ messages echoed (or handshakes completed). "
-              "For *direct* the CPU and KiB columns are the echo back end's own, as a floor.",
+              "For *direct* the CPU and KiB columns are the echo back end's own, as a floor. Tasks that exit "
+              "during the window (io_uring's iou-wrk-* workers may) count up to their last sample (every 50 ms).",
+              "- core 0 µs/op = core 0's busy time over the window (/proc/stat user+nice+system+irq+softirq+steal, "
+              "so kernel threads and softirqs on the proxy's core count) ÷ messages or handshakes; meaningful "
+              "only with pinning, and it includes whatever else the machine ran on core 0. "
+              "iou-* threads = io_uring kernel workers (iou-wrk-*, iou-sqp-*) seen among the proxy's tasks "
+              "during the window.",
+              "- wsgate-uring = wsgate with `[server] io = \"io_uring\"` (the tunnels' plain sockets through one "
+              "io_uring per worker; a TLS side stays on its own transport); each run checks that the process "
+              "holds an io_uring.",
               "- MB/s counts echoed payload bytes (one direction), 1 MB = 10^6 bytes. "
               "KiB/session = (VmRSS with all sessions open − VmRSS before) ÷ sessions.",
               "- TLS scenarios (t, u, v, w, h): the proxy terminates TLS with one self-signed ECDSA P-256 "
@@ -152,7 +161,7 @@ def chart(summary, path, tmp):
                     continue
                 m = summary[sid][t].get(key)
                 if m:
-                    color = {"wsgate": 0xD95F02, "direct": 0x999999}.get(t, 0x4A7EBB)
+                    color = {"wsgate": 0xD95F02, "wsgate-uring": 0xE7298A, "direct": 0x999999}.get(t, 0x4A7EBB)
                     f.write(f"{t} {m['median']} {m['min']} {m['max']} {color}\n")
                     rows_written += 1
         script.append(f"set title \"{title}\"")

@@ -11,7 +11,7 @@ DURATION = float(os.environ.get("DURATION", "1" if QUICK else "5"))
 WARMUP = float(os.environ.get("WARMUP", "0.3" if QUICK else "1"))
 BUILD = os.environ.get("BUILD", "build")
 OUT = os.environ.get("BENCH_OUT", "bench-results")
-TARGETS = os.environ.get("TARGETS", "direct wsgate nginx haproxy").split()
+TARGETS = os.environ.get("TARGETS", "direct wsgate wsgate-uring nginx haproxy").split()
 SCENARIO_IDS = os.environ.get("SCENARIOS", "a b c d e t u v x h").split()
 # "r" is three rows: plain, TLS, TLS with resumption; "h" two: the load over
 # h2 streams and the same load over HTTP/1.1 connections.

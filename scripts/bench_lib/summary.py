@@ -8,11 +8,15 @@ from bench_lib.settings import PEERS, SCENARIO_IDS, SCENARIOS, TARGETS, applies,
 
 
 # (key, label, higher is better)
+# Beside the proxy's own CPU: core 0's busy time per op (/proc/stat, every
+# task and softirq on the proxy's core) and the io_uring kernel workers
+# (iou-wrk-*, iou-sqp-*) among the proxy's tasks (bench_lib/accounting.py).
+CORE_METRICS = [("core0_us_per_op", "core 0 µs/op", False), ("iou_threads", "iou-* threads", False)]
 ECHO_METRICS = [("msgs_per_s", "msgs/s", True), ("mb_per_s", "MB/s", True), ("p50_us", "p50 µs", False),
                 ("p99_us", "p99 µs", False), ("p999_us", "p99.9 µs", False),
-                ("cpu_us_per_op", "CPU µs/msg", False)]
-HANDSHAKE_METRICS = [("handshakes_per_s", "handshakes/s", True), ("cpu_us_per_op", "CPU µs/handshake", False),
-                     ("backend_close_pct", "back end got a close frame, % of upgrades", True)]
+                ("cpu_us_per_op", "CPU µs/msg", False)] + CORE_METRICS
+HANDSHAKE_METRICS = ([("handshakes_per_s", "handshakes/s", True), ("cpu_us_per_op", "CPU µs/handshake", False)]
+                     + CORE_METRICS + [("backend_close_pct", "back end got a close frame, % of upgrades", True)])
 IDLE_METRICS = [("open_sessions", "open sessions", True), ("rss_kib_per_session", "KiB/session", False)]
 STORM_METRICS = [("opened", "sessions", True), ("reconnects", "reconnects", True),
                  ("peak_handshakes_per_s", "peak reconnects/s at B", False),

@@ -77,6 +77,7 @@ class Direct(Target):
 
 class Wsgate(Target):
     name = "wsgate"
+    io = "epoll"  # [server] io
 
     def start(self):
         self.port = free_port()
@@ -107,6 +108,7 @@ class Wsgate(Target):
         with open(conf, "w") as f:
             f.write(f"""[server]
 workers = {WORKERS}
+io = "{self.io}"
 max_connections = 100000
 drain_timeout = "{drain}"
 
@@ -138,6 +140,52 @@ hash = "{'query:k' if self.storm else 'ip'}"
 algorithm = "ring"
 {pool_backends}""")
         return conf
+
+
+class WsgateUring(Wsgate):
+    """wsgate with [server] io = "io_uring": the tunnels' plain sockets (the
+    back end side, and the client side when it speaks no TLS) go through one
+    io_uring per worker. wsgate falls back to epoll with a warning when the
+    ring cannot be set up, so start() checks that every worker holds one."""
+    name = "wsgate-uring"
+    io = "io_uring"
+
+    def start(self):
+        port, pids = super().start()
+        # Each worker thread sets its ring up as it starts, which may be
+        # after the listener accepts.
+        deadline = time.monotonic() + 3
+        while (rings := io_uring_fds(self.proc.pid)) < WORKERS and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if rings < WORKERS:
+            try:
+                with open(os.path.join(self.tmp, "wsgate-error.log")) as f:
+                    why = " ".join(line.strip() for line in f if "io_uring" in line)[-300:]
+            except OSError:
+                why = ""
+            self.stop()
+            raise RuntimeError(f"{NO_IO_URING}: {rings} io_uring file(s) in /proc/{self.proc.pid}/fd for "
+                               f"{WORKERS} worker(s), it fell back to epoll; {why or 'no warning logged'}")
+        return port, pids
+
+
+# How a wsgate-uring run that did not get its rings fails (scripts/bench looks for it).
+NO_IO_URING = "wsgate-uring runs without io_uring"
+
+
+def io_uring_fds(pid):
+    """How many io_uring instances <pid> holds open (anon_inode:[io_uring] in /proc/PID/fd)."""
+    count = 0
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return 0
+    for fd in fds:
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[io_uring]"
+        except OSError:
+            pass
+    return count
 
 
 class Nginx(Target):
@@ -289,4 +337,5 @@ class Floor(Target):
         return self.port, [self.proc.pid]
 
 
-TARGET_CLASSES = {c.name: c for c in (Direct, Wsgate, Nginx, Haproxy, Floor)}
+TARGET_CLASSES = {c.name: c for c in (Direct, Wsgate, WsgateUring, Nginx, Haproxy, Floor)}
+WSGATE_TARGETS = (Wsgate.name, WsgateUring.name)
