@@ -144,7 +144,7 @@ void UringSocket::send(const std::uint8_t* data, std::size_t length) {
     queued_ += length;
     while (length > 0) {
         if (!send_tail_ || send_tail_->end == send_tail_->capacity) {
-            uring::Ring::SendBlock* block = ring_.new_block(length);
+            uring::Ring::SendBlock* block = ring_.new_block();
             if (send_tail_) {
                 send_tail_->next = block;
             } else {

@@ -22,7 +22,7 @@ constexpr unsigned kReapBatch = 64;
 // other events get their go.
 constexpr int kMaxRounds = 4;
 // Send blocks of this size are pooled; a worker keeps at most this many idle.
-constexpr std::size_t kSendBlockBytes = 16384;
+constexpr std::size_t kSendBlockBytes = 65536;
 constexpr std::size_t kMaxIdleBlocks = 64;
 // How long a submit that the kernel refused (out of memory) waits to retry.
 constexpr timeval kSubmitRetry{0, 10000};
@@ -393,20 +393,23 @@ void Ring::recycle(std::uint16_t bid) {
     if (starved_can_run()) schedule();
 }
 
-Ring::SendBlock* Ring::new_block(std::size_t bytes) {
-    if (bytes <= kSendBlockBytes && !free_blocks_.empty()) {
+// Every block has the same size and comes from the pool: a large send is
+// split over several blocks. (Blocks sized to each send were freed to the
+// worker thread's malloc arena one by one, which trimmed its heap with an
+// madvise() per forwarded run in bulk transfers: scenario c.)
+Ring::SendBlock* Ring::new_block() {
+    if (!free_blocks_.empty()) {
         SendBlock* block = free_blocks_.back();
         free_blocks_.pop_back();
         *block = SendBlock{nullptr, static_cast<std::uint32_t>(kSendBlockBytes), 0, 0};
         return block;
     }
-    const std::size_t capacity = std::max(bytes, kSendBlockBytes);
-    void* memory = ::operator new(sizeof(SendBlock) + capacity);
-    return new (memory) SendBlock{nullptr, static_cast<std::uint32_t>(capacity), 0, 0};
+    void* memory = ::operator new(sizeof(SendBlock) + kSendBlockBytes);
+    return new (memory) SendBlock{nullptr, static_cast<std::uint32_t>(kSendBlockBytes), 0, 0};
 }
 
 void Ring::free_block(SendBlock* block) {
-    if (block->capacity == kSendBlockBytes && free_blocks_.size() < kMaxIdleBlocks) {
+    if (free_blocks_.size() < kMaxIdleBlocks) {
         free_blocks_.push_back(block);
     } else {
         ::operator delete(block);

@@ -158,8 +158,8 @@ public:
         std::uint32_t end = 0;
         std::uint8_t* data() { return reinterpret_cast<std::uint8_t*>(this + 1); }
     };
-    // A block for at least <bytes> bytes (pooled when it is small).
-    SendBlock* new_block(std::size_t bytes);
+    // An empty block (all blocks have one size, and are pooled).
+    SendBlock* new_block();
     void free_block(SendBlock* block);
 
     // Owns <orphan> (a socket whose transport is gone but whose operations
