@@ -42,6 +42,8 @@ struct Fixture {
     ~Fixture() {
         transport.reset();
         bufferevent_free(connection_end);
+        // A pair end is freed by a deferred callback: the loop runs it.
+        event_base_loop(base, EVLOOP_NONBLOCK);
         event_base_free(base);
     }
     void turn() {
