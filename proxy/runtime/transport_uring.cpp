@@ -12,9 +12,10 @@
 // Ring owns the socket until the last completion, which closes it.
 //
 // Reading: while reading is wanted, one multishot receive stays armed. Its
-// completions hold buffers (at most kMaxHeldBytes, then the receive is
-// cancelled until the tunnel reads) and make one transport_readable() per
-// loop turn. read() copies from them and recycles each emptied buffer.
+// completions hold buffers (past kMaxHeldBytes, checked at each reap, the
+// receive is cancelled until the tunnel reads; between two reaps the kernel
+// may fill more, so the hard bound is the worker's buffer pool) and make
+// one transport_readable() per loop turn. read() copies from them and recycles each emptied buffer.
 // set_reading(false) cancels the receive, so that bytes wait in the kernel
 // and TCP's window closes: backpressure, as with epoll. What was received
 // already stays held and is read first. The end of the stream (res 0) or an
