@@ -11,15 +11,19 @@
 // operation would then touch). Destroying the transport cancels them; the
 // Ring owns the socket until the last completion, which closes it.
 //
-// Reading: while reading is wanted, one multishot receive stays armed. Its
-// completions hold buffers (past kMaxHeldBytes, checked at each reap, the
-// receive is cancelled until the tunnel reads; between two reaps the kernel
-// may fill more, so the hard bound is the worker's buffer pool) and make
-// one transport_readable() per loop turn. read() copies from them and recycles each emptied buffer.
+// Reading: while reading is wanted, one multishot receive is armed. It
+// takes about max_io bytes from the kernel at most, as one read() of the
+// epoll transport would, and is armed again once less than that waits
+// unread; so a socket never holds much more than its reader asked for. Its
+// completions hold pool buffers and make one transport_readable() per loop
+// turn; read() copies from them and recycles each emptied buffer.
 // set_reading(false) cancels the receive, so that bytes wait in the kernel
 // and TCP's window closes: backpressure, as with epoll. What was received
-// already stays held and is read first. The end of the stream (res 0) or an
-// error is reported by the read that takes the last byte before it.
+// already is read first; while reading is off it moves out of the pool into
+// blocks of the socket's own, so that a tunnel paused for a slow peer pins
+// none of the buffers every socket of the worker receives into. The end of
+// the stream (res 0) or an error is reported by the read that takes the last
+// byte before it.
 //
 // Writing: send() appends to a queue of blocks; one send is in flight at a
 // time (ordering), a partial one continues from where it stopped, and each
@@ -41,22 +45,19 @@ namespace {
 constexpr unsigned kReceive = 1;
 constexpr unsigned kSend = 2;
 
-// Received bytes a socket holds unread before its receive is cancelled: the
-// buffer pool is shared by every socket of the worker.
-constexpr std::uint32_t kMaxHeldBytes = 65536;
-
 class UringTransport;
 
 class UringSocket final : public uring::Handler, public uring::Deferred {
 public:
-    UringSocket(uring::Ring& ring, int fd, UringTransport& owner) : ring_(ring), owner_(&owner), fd_(fd) {}
+    UringSocket(uring::Ring& ring, int fd, UringTransport& owner, std::size_t max_io)
+        : ring_(ring), owner_(&owner), fd_(fd), max_io_(static_cast<std::uint32_t>(std::max<std::size_t>(max_io, 1))) {}
     ~UringSocket() override;
 
     // The Transport's calls.
     void start() { update_receive(); }
     TransportRead read(std::span<std::uint8_t> into);
     void send(const std::uint8_t* data, std::size_t length);
-    std::size_t queued() const { return queued_; }
+    std::size_t queued() const { return unsent_.size(); }
     void set_reading(bool on);
     void wake_reader();
     // The transport is gone: cancels what is in flight and closes the
@@ -69,25 +70,29 @@ public:
 private:
     void received(std::int32_t result, std::uint32_t flags);
     void sent(std::int32_t result);
+    bool has_unread() const { return !spilled_.empty() || !received_.empty(); }
+    bool has_news() const { return has_unread() || (ended_ && !end_reported_); }
     bool receive_wanted() const;
     void update_receive();
     void arm_receive();
     void start_send();
-    void free_blocks(uring::Ring::SendBlock* keep);
     void notify_later();
     void finish_if_idle();
 
     uring::Ring& ring_;
     UringTransport* owner_;  // null once the transport is gone
     int fd_;
-    uring::Received received_;
-    uring::Ring::SendBlock* send_head_ = nullptr;
-    uring::Ring::SendBlock* send_tail_ = nullptr;
-    std::size_t queued_ = 0;    // bytes accepted by send() and not yet sent
-    std::uint32_t sending_ = 0; // bytes of the send in flight (0: none)
-    short ended_ = 0;           // TransportRead::kEof or kError once the receive side ended
-    bool end_reported_ = false; // a read() returned <ended_>
-    bool reading_ = true;       // set_reading()
+    // What one receive may take, and what may wait unread in the pool
+    // before the receive stops: the reader's size of a read.
+    std::uint32_t max_io_;
+    uring::Received received_;   // in the Ring's buffers
+    uring::BlockQueue spilled_;  // received before those, moved out while reading was off
+    uring::BlockQueue unsent_;   // accepted by send() and not yet sent
+    uring::Ring::Block* abandoned_ = nullptr;  // what a send in flight reads after detach()
+    std::uint32_t sending_ = 0;  // bytes of the send in flight (0: none)
+    short ended_ = 0;            // TransportRead::kEof or kError once the receive side ended
+    bool end_reported_ = false;  // a read() returned <ended_>
+    bool reading_ = true;        // set_reading()
     bool receive_armed_ = false;
     bool cancel_sent_ = false;  // the armed receive is being cancelled
     bool wake_ = false;         // wake_reader() asked for one transport_readable()
@@ -123,14 +128,17 @@ private:
 
 UringSocket::~UringSocket() {
     ring_.drop(received_);
-    free_blocks(nullptr);
+    spilled_.clear(ring_);
+    unsent_.clear(ring_);
+    if (abandoned_) ring_.free_block(abandoned_);
     if (fd_ >= 0) ring_.close(fd_);
 }
 
 TransportRead UringSocket::read(std::span<std::uint8_t> into) {
     TransportRead result;
-    result.got = ring_.take(received_, into);
-    if (!received_.empty()) {
+    result.got = spilled_.take(ring_, into);
+    result.got += ring_.take(received_, into.subspan(result.got));
+    if (has_unread()) {
         notify_later();
     } else if (ended_) {
         result.closed = ended_;
@@ -142,29 +150,16 @@ TransportRead UringSocket::read(std::span<std::uint8_t> into) {
 
 void UringSocket::send(const std::uint8_t* data, std::size_t length) {
     if (failed_ || length == 0) return;
-    queued_ += length;
-    while (length > 0) {
-        if (!send_tail_ || send_tail_->end == send_tail_->capacity) {
-            uring::Ring::SendBlock* block = ring_.new_block();
-            if (send_tail_) {
-                send_tail_->next = block;
-            } else {
-                send_head_ = block;
-            }
-            send_tail_ = block;
-        }
-        const std::size_t n = std::min<std::size_t>(length, send_tail_->capacity - send_tail_->end);
-        std::memcpy(send_tail_->data() + send_tail_->end, data, n);
-        send_tail_->end += static_cast<std::uint32_t>(n);
-        data += n;
-        length -= n;
-    }
+    // Behind a slow peer, a large block gathers the next small messages into
+    // one send; otherwise the message's size will do.
+    const std::size_t block_bytes = unsent_.empty() ? length : std::max(length, uring::Ring::kLargeBlockBytes);
+    unsent_.append(ring_, data, length, block_bytes);
     if (sending_ == 0) start_send();
 }
 
 void UringSocket::set_reading(bool on) {
     reading_ = on;
-    if (on && (!received_.empty() || (ended_ && !end_reported_))) notify_later();
+    if (on && has_news()) notify_later();
     update_receive();
 }
 
@@ -174,7 +169,7 @@ void UringSocket::wake_reader() {
 }
 
 bool UringSocket::receive_wanted() const {
-    return owner_ && reading_ && !ended_ && received_.bytes < kMaxHeldBytes;
+    return owner_ && reading_ && !ended_ && received_.bytes < max_io_;
 }
 
 // Cancels the receive at once when it is no longer wanted; arms it in run(),
@@ -182,6 +177,7 @@ bool UringSocket::receive_wanted() const {
 // on again within a turn costs nothing, and a receive never starts for a
 // transport whose tunnel switches reading off before the turn ends.
 void UringSocket::update_receive() {
+    if (!reading_ && !received_.empty()) spilled_.append(ring_, received_);
     if (receive_wanted() && !receive_armed_) {
         if (!pending()) ring_.defer(*this);
     } else if (!receive_wanted() && receive_armed_ && !cancel_sent_) {
@@ -196,24 +192,15 @@ void UringSocket::arm_receive() {
         ring_.await_buffers(*this);
         return;
     }
-    ring_.receive(*this, kReceive, fd_);
+    ring_.receive(*this, kReceive, fd_, max_io_);
     receive_armed_ = true;
     cancel_sent_ = false;
 }
 
 void UringSocket::start_send() {
-    sending_ = send_head_->end - send_head_->begin;
-    ring_.send(*this, kSend, fd_, send_head_->data() + send_head_->begin, sending_);
-}
-
-void UringSocket::free_blocks(uring::Ring::SendBlock* keep) {
-    for (uring::Ring::SendBlock* block = send_head_; block;) {
-        uring::Ring::SendBlock* next = block->next;
-        if (block != keep) ring_.free_block(block);
-        block = next;
-    }
-    send_head_ = send_tail_ = keep;
-    if (keep) keep->next = nullptr;
+    uring::Ring::Block* block = unsent_.front();
+    sending_ = block->end - block->begin;
+    ring_.send(*this, kSend, fd_, block->data() + block->begin, sending_);
 }
 
 void UringSocket::notify_later() { ring_.defer(*this); }
@@ -222,9 +209,9 @@ void UringSocket::detach() {
     owner_ = nullptr;
     unlink();
     ring_.drop(received_);
+    spilled_.clear(ring_);
     // The block a send in flight reads from stays until it completes.
-    free_blocks(sending_ ? send_head_ : nullptr);
-    queued_ = 0;
+    abandoned_ = unsent_.clear(ring_, sending_ != 0);
     if (receive_armed_ || sending_) {
         ring_.cancel_all(fd_);
         ring_.adopt(this);
@@ -235,7 +222,6 @@ void UringSocket::detach() {
 
 void UringSocket::finish_if_idle() {
     if (owner_ || receive_armed_ || sending_) return;
-    free_blocks(nullptr);
     ring_.close(fd_);
     fd_ = -1;
     ring_.release(this);
@@ -265,9 +251,10 @@ void UringSocket::received(std::int32_t result, std::uint32_t flags) {
         finish_if_idle();
         return;
     }
-    if (reading_ && (!received_.empty() || (ended_ && !end_reported_))) notify_later();
-    // Re-arms a receive that ended (the pool ran dry: -ENOBUFS; the kernel
-    // stopped it) or cancels one over kMaxHeldBytes.
+    if (reading_ && has_news()) notify_later();
+    // Re-arms a receive that ended (its limit reached, the pool ran dry:
+    // -ENOBUFS, the kernel stopped it), cancels one over max_io_, or moves
+    // what arrived after reading was switched off out of the pool.
     update_receive();
 }
 
@@ -275,34 +262,27 @@ void UringSocket::sent(std::int32_t result) {
     const std::uint32_t was_sending = sending_;
     sending_ = 0;
     if (!owner_) {
+        ring_.free_block(abandoned_);
+        abandoned_ = nullptr;
         finish_if_idle();
         return;
     }
     if (result < 0) {
         failed_ = true;
-        free_blocks(nullptr);
-        queued_ = 0;
+        unsent_.clear(ring_);
         owner_->tell(&TransportUser::transport_failed);
         return;
     }
-    const auto n = static_cast<std::uint32_t>(result);
-    send_head_->begin += std::min(n, was_sending);
-    queued_ -= std::min<std::size_t>(n, queued_);
-    if (send_head_->begin == send_head_->end) {
-        uring::Ring::SendBlock* done = send_head_;
-        send_head_ = done->next;
-        if (!send_head_) send_tail_ = nullptr;
-        ring_.free_block(done);
-    }
-    if (send_head_) start_send();
-    if (n > 0) owner_->tell(&TransportUser::transport_drained);
+    unsent_.consume(ring_, std::min(static_cast<std::uint32_t>(result), was_sending));
+    if (!unsent_.empty()) start_send();
+    if (result > 0) owner_->tell(&TransportUser::transport_drained);
 }
 
 // Deferred: one transport_readable() when there is something to report or
 // the tunnel asked to be woken, then the receive is armed if wanted.
 void UringSocket::run() {
     if (!owner_) return;
-    const bool report = wake_ || (reading_ && (!received_.empty() || (ended_ && !end_reported_)));
+    const bool report = wake_ || (reading_ && has_news());
     wake_ = false;
     if (report && !owner_->tell(&TransportUser::transport_readable)) return;
     if (!pending()) arm_receive();
@@ -310,9 +290,10 @@ void UringSocket::run() {
 
 }  // namespace
 
-std::unique_ptr<Transport> make_uring_transport(uring::Ring& ring, int fd, TransportUser& user, Side side) {
+std::unique_ptr<Transport> make_uring_transport(uring::Ring& ring, int fd, TransportUser& user, Side side,
+                                                std::size_t max_io) {
     std::unique_ptr<UringTransport> transport(new (std::nothrow) UringTransport(user, side));
-    UringSocket* socket = transport ? new (std::nothrow) UringSocket(ring, fd, *transport) : nullptr;
+    UringSocket* socket = transport ? new (std::nothrow) UringSocket(ring, fd, *transport, max_io) : nullptr;
     if (!socket) {
         ::close(fd);
         return nullptr;

@@ -133,7 +133,7 @@ std::unique_ptr<Transport> Session::make_transport(Side side) {
 // for it and the worker has a ring, else readiness and recv/send.
 std::unique_ptr<Transport> Session::make_plain_transport(int fd, Side side, std::size_t max_io) {
     if (generation_->config().server.io == config::Io::IoUring) {
-        if (uring::Ring* ring = worker_.io_uring()) return make_uring_transport(*ring, fd, *this, side);
+        if (uring::Ring* ring = worker_.io_uring()) return make_uring_transport(*ring, fd, *this, side, max_io);
     }
     return make_socket_transport(worker_.base(), fd, nullptr, *this, side, max_io);
 }

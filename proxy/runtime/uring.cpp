@@ -21,9 +21,9 @@ constexpr unsigned kReapBatch = 64;
 // Rounds of reap, deferred calls and submit in one turn before the loop's
 // other events get their go.
 constexpr int kMaxRounds = 4;
-// Send blocks of this size are pooled; a worker keeps at most this many idle.
-constexpr std::size_t kSendBlockBytes = 65536;
-constexpr std::size_t kMaxIdleBlocks = 64;
+// Idle blocks a worker keeps, of each pooled size.
+constexpr std::size_t kMaxIdleSmallBlocks = 256;
+constexpr std::size_t kMaxIdleLargeBlocks = 64;
 // How long a submit that the kernel refused (out of memory) waits to retry.
 constexpr timeval kSubmitRetry{0, 10000};
 
@@ -105,6 +105,7 @@ bool Ring::setup(std::string& error) {
         return false;
     }
     if (!setup_buffers(error)) return false;
+    receive_limit_ = probe_receive_limit();
     completion_event_ = event_new(base_, ring_.ring_fd, EV_READ | EV_PERSIST, &Ring::on_turn, this);
     turn_event_ = event_new(base_, -1, 0, &Ring::on_turn, this);
     if (!completion_event_ || !turn_event_ || event_add(completion_event_, nullptr) != 0) {
@@ -164,7 +165,8 @@ Ring::~Ring() {
     if (turn_event_) event_free(turn_event_);
     if (buffer_memory_) munmap(buffer_memory_, buffer_memory_bytes_);
     if (buffer_ring_) munmap(buffer_ring_, buffer_ring_bytes_);
-    for (SendBlock* block : free_blocks_) ::operator delete(block);
+    for (Block* block : free_small_blocks_) ::operator delete(block);
+    for (Block* block : free_large_blocks_) ::operator delete(block);
 }
 
 // The orphans' operations end as cancelled; their completions free them.
@@ -197,11 +199,50 @@ io_uring_sqe& Ring::entry(Handler* handler, unsigned tag) {
     return *sqe;
 }
 
-void Ring::receive(Handler& handler, unsigned tag, int fd) {
-    io_uring_sqe& sqe = entry(&handler, tag);
-    io_uring_prep_recv_multishot(&sqe, fd, nullptr, 0, 0);
+void Ring::receive(Handler& handler, unsigned tag, int fd, std::uint32_t limit) {
+    prepare_receive(entry(&handler, tag), fd, limit);
+}
+
+void Ring::prepare_receive(io_uring_sqe& sqe, int fd, std::uint32_t limit) const {
+    if (receive_limit_) {
+        io_uring_prep_recv_multishot(&sqe, fd, nullptr, 0, 0);
+        // The field newer headers call optlen: the bytes after which the
+        // multishot receive ends (Linux 6.17).
+        sqe.file_index = limit;
+    } else {
+        io_uring_prep_recv(&sqe, fd, nullptr, 0, 0);
+    }
     sqe.flags |= IOSQE_BUFFER_SELECT;
     sqe.buf_group = kBufferGroup;
+}
+
+// Whether the kernel takes a multishot receive's byte limit: older ones
+// refuse the field at once with -EINVAL. Probed on a socket pair before the
+// Ring serves anyone.
+bool Ring::probe_receive_limit() {
+    int fds[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) != 0) return false;
+    receive_limit_ = true;
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    prepare_receive(*sqe, fds[0], 1);
+    sqe->user_data = 1;
+    bool armed = io_uring_submit(&ring_) == 1;
+    io_uring_cqe* cqe = nullptr;
+    if (armed && io_uring_peek_cqe(&ring_, &cqe) == 0) {
+        armed = cqe->res != -EINVAL;
+        io_uring_cqe_seen(&ring_, cqe);
+    }
+    if (armed) {
+        // Closing the pair's other end ends the receive (a 0-byte completion).
+        ::close(fds[1]);
+        fds[1] = -1;
+        __kernel_timespec timeout{1, 0};
+        if (io_uring_wait_cqe_timeout(&ring_, &cqe, &timeout) == 0) io_uring_cqe_seen(&ring_, cqe);
+    }
+    for (int fd : fds) {
+        if (fd >= 0) ::close(fd);
+    }
+    return armed;
 }
 
 void Ring::send(Handler& handler, unsigned tag, int fd, const std::uint8_t* data, std::size_t length) {
@@ -393,24 +434,28 @@ void Ring::recycle(std::uint16_t bid) {
     if (starved_can_run()) schedule();
 }
 
-// Every block has the same size and comes from the pool: a large send is
-// split over several blocks. (Blocks sized to each send were freed to the
-// worker thread's malloc arena one by one, which trimmed its heap with an
-// madvise() per forwarded run in bulk transfers: scenario c.)
-Ring::SendBlock* Ring::new_block() {
-    if (!free_blocks_.empty()) {
-        SendBlock* block = free_blocks_.back();
-        free_blocks_.pop_back();
-        *block = SendBlock{nullptr, static_cast<std::uint32_t>(kSendBlockBytes), 0, 0};
-        return block;
+Ring::Block* Ring::new_block(std::size_t bytes) {
+    // Never sized to fit a large request: BlockQueue spreads it over several
+    // blocks. (Blocks sized to each send were freed to the worker thread's
+    // malloc arena one by one, which trimmed its heap with an madvise() per
+    // forwarded run in bulk transfers: scenario c cost 2x epoll's CPU.)
+    const std::size_t capacity = bytes <= kSmallBlockBytes ? kSmallBlockBytes : kLargeBlockBytes;
+    std::vector<Block*>* pool = capacity == kSmallBlockBytes ? &free_small_blocks_ : &free_large_blocks_;
+    void* memory = nullptr;
+    if (!pool->empty()) {
+        memory = pool->back();
+        pool->pop_back();
+    } else {
+        memory = ::operator new(sizeof(Block) + capacity);
     }
-    void* memory = ::operator new(sizeof(SendBlock) + kSendBlockBytes);
-    return new (memory) SendBlock{nullptr, static_cast<std::uint32_t>(kSendBlockBytes), 0, 0};
+    return new (memory) Block{nullptr, static_cast<std::uint32_t>(capacity), 0, 0};
 }
 
-void Ring::free_block(SendBlock* block) {
-    if (free_blocks_.size() < kMaxIdleBlocks) {
-        free_blocks_.push_back(block);
+void Ring::free_block(Block* block) {
+    if (block->capacity == kSmallBlockBytes && free_small_blocks_.size() < kMaxIdleSmallBlocks) {
+        free_small_blocks_.push_back(block);
+    } else if (block->capacity == kLargeBlockBytes && free_large_blocks_.size() < kMaxIdleLargeBlocks) {
+        free_large_blocks_.push_back(block);
     } else {
         ::operator delete(block);
     }
@@ -422,6 +467,78 @@ void Ring::release(Handler* handler) {
     orphans_.erase(handler);
     released_.push_back(handler);
     schedule();
+}
+
+Ring::Block* BlockQueue::room(Ring& ring, std::size_t block_bytes) {
+    if (tail_ && tail_->end < tail_->capacity) return tail_;
+    Ring::Block* block = ring.new_block(block_bytes);
+    if (tail_) {
+        tail_->next = block;
+    } else {
+        head_ = block;
+    }
+    tail_ = block;
+    return block;
+}
+
+void BlockQueue::append(Ring& ring, const std::uint8_t* data, std::size_t length, std::size_t block_bytes) {
+    while (length > 0) {
+        Ring::Block* block = room(ring, block_bytes);
+        const std::size_t n = std::min<std::size_t>(length, block->capacity - block->end);
+        std::memcpy(block->data() + block->end, data, n);
+        block->end += static_cast<std::uint32_t>(n);
+        bytes_ += n;
+        data += n;
+        length -= n;
+    }
+}
+
+void BlockQueue::append(Ring& ring, Received& received) {
+    while (!received.empty()) {
+        Ring::Block* block = room(ring, received.bytes);
+        const std::size_t n = ring.take(received, {block->data() + block->end, block->capacity - block->end});
+        block->end += static_cast<std::uint32_t>(n);
+        bytes_ += n;
+    }
+}
+
+std::size_t BlockQueue::take(Ring& ring, std::span<std::uint8_t> into) {
+    std::size_t copied = 0;
+    while (head_ && copied < into.size()) {
+        const std::size_t n = std::min<std::size_t>(head_->end - head_->begin, into.size() - copied);
+        std::memcpy(into.data() + copied, head_->data() + head_->begin, n);
+        copied += n;
+        consume(ring, n);
+    }
+    return copied;
+}
+
+void BlockQueue::consume(Ring& ring, std::size_t n) {
+    while (head_ && n > 0) {
+        const std::size_t here = std::min<std::size_t>(n, head_->end - head_->begin);
+        head_->begin += static_cast<std::uint32_t>(here);
+        bytes_ -= here;
+        n -= here;
+        if (head_->begin == head_->end) {
+            Ring::Block* done = head_;
+            head_ = done->next;
+            if (!head_) tail_ = nullptr;
+            ring.free_block(done);
+        }
+    }
+}
+
+Ring::Block* BlockQueue::clear(Ring& ring, bool keep_front) {
+    Ring::Block* kept = keep_front ? head_ : nullptr;
+    for (Ring::Block* block = head_; block;) {
+        Ring::Block* next = block->next;
+        if (block != kept) ring.free_block(block);
+        block = next;
+    }
+    if (kept) kept->next = nullptr;
+    head_ = tail_ = nullptr;
+    bytes_ = 0;
+    return kept;
 }
 
 }  // namespace runtime::uring

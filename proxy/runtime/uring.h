@@ -118,8 +118,11 @@ public:
     // entries that do not fit the submission queue wait in memory for the
     // turn's submit, and a failed operation reports its error in its CQE.
     //
-    // A multishot receive on <fd> into the provided buffers.
-    void receive(Handler& handler, unsigned tag, int fd);
+    // A receive on <fd> into the provided buffers: multishot, ending after
+    // about <limit> bytes (one buffer more at most), so that a socket takes
+    // no more from the kernel than its reader asked for. A kernel without
+    // that limit gets a single-shot receive (one buffer) instead.
+    void receive(Handler& handler, unsigned tag, int fd, std::uint32_t limit);
     // A send of <length> bytes at <data>, which must stay put until it completes.
     void send(Handler& handler, unsigned tag, int fd, const std::uint8_t* data, std::size_t length);
     // Cancels <handler>'s operation <tag> (its last CQE then says -ECANCELED
@@ -149,18 +152,23 @@ public:
     // Recycles every buffer of <queue>.
     void drop(Received& queue);
 
-    // A block of send bytes: <data> holds <capacity> bytes, of which
-    // [begin, end) wait to be sent.
-    struct SendBlock {
-        SendBlock* next = nullptr;
+    // A block of bytes (to send, or received and moved out of the pool):
+    // <data> holds <capacity> bytes, of which [begin, end) are queued.
+    struct Block {
+        Block* next = nullptr;
         std::uint32_t capacity = 0;
         std::uint32_t begin = 0;
         std::uint32_t end = 0;
         std::uint8_t* data() { return reinterpret_cast<std::uint8_t*>(this + 1); }
     };
-    // An empty block (all blocks have one size, and are pooled).
-    SendBlock* new_block();
-    void free_block(SendBlock* block);
+    // Two pooled sizes: a small block for a message to a socket that keeps
+    // up, a large one to gather messages behind a slow one.
+    static constexpr std::size_t kSmallBlockBytes = 2048;
+    static constexpr std::size_t kLargeBlockBytes = 16384;
+    // A pooled block: the small size when <bytes> fits it, else the large
+    // one (a larger request spans several blocks).
+    Block* new_block(std::size_t bytes);
+    void free_block(Block* block);
 
     // Owns <orphan> (a socket whose transport is gone but whose operations
     // are still in flight) until it calls release(); deletes it if the Ring
@@ -177,11 +185,14 @@ public:
     unsigned buffers_in_kernel() const { return options_.buffers - held_; }
     const Options& options() const { return options_; }
     std::size_t orphans() const { return orphans_.size(); }
+    bool receive_limit() const { return receive_limit_; }  // multishot receives end after their limit
 
 private:
     Ring(event_base* base, const Options& options);
     bool setup(std::string& error);
     bool setup_buffers(std::string& error);
+    bool probe_receive_limit();
+    void prepare_receive(io_uring_sqe& sqe, int fd, std::uint32_t limit) const;
     static void on_turn(evutil_socket_t, short, void* self);
     // An entry to fill, its completions going to <handler> with <tag> (null:
     // ignored, and not reported on success).
@@ -210,6 +221,7 @@ private:
     bool in_turn_ = false;
     bool scheduled_ = false;
     bool tearing_down_ = false;
+    bool receive_limit_ = false;
     std::vector<io_uring_sqe> overflow_;  // entries that did not fit the submission queue
     unsigned queued_ = 0;                 // entries queued since the last submit
     std::uint64_t in_flight_ = 0;         // operations with a handler whose last CQE is due
@@ -225,9 +237,41 @@ private:
     std::vector<BufferLink> links_;
     unsigned held_ = 0;  // buffers whose completions were reaped and that are not yet recycled
 
-    std::vector<SendBlock*> free_blocks_;
+    std::vector<Block*> free_small_blocks_;
+    std::vector<Block*> free_large_blocks_;
     std::unordered_set<Handler*> orphans_;
     std::vector<Handler*> released_;
+};
+
+// Bytes in a chain of a Ring's blocks: a socket's unsent bytes, or bytes it
+// received and moved out of the buffer pool. Empty, it holds no memory.
+class BlockQueue {
+public:
+    BlockQueue() = default;
+    BlockQueue(const BlockQueue&) = delete;
+    BlockQueue& operator=(const BlockQueue&) = delete;
+    bool empty() const { return bytes_ == 0; }
+    std::size_t size() const { return bytes_; }
+    Ring::Block* front() const { return head_; }
+    // Copies <length> bytes to the end: into the last block's room, then
+    // into new blocks of at least <block_bytes>.
+    void append(Ring& ring, const std::uint8_t* data, std::size_t length, std::size_t block_bytes);
+    // Moves every byte of <received> to the end, recycling its buffers.
+    void append(Ring& ring, Received& received);
+    // Copies from the front into <into> and drops what it copied.
+    std::size_t take(Ring& ring, std::span<std::uint8_t> into);
+    // Drops <n> bytes from the front.
+    void consume(Ring& ring, std::size_t n);
+    // Frees every block; with <keep_front>, the first one stays allocated,
+    // out of the queue, for whoever still reads it (a send in flight).
+    Ring::Block* clear(Ring& ring, bool keep_front = false);
+
+private:
+    Ring::Block* room(Ring& ring, std::size_t block_bytes);
+
+    Ring::Block* head_ = nullptr;
+    Ring::Block* tail_ = nullptr;
+    std::size_t bytes_ = 0;
 };
 
 }  // namespace runtime::uring

@@ -185,7 +185,7 @@ int main(int argc, char** argv) {
         }
         for (int fd : accepted) {
             auto echo = std::make_unique<Echo>();
-            echo->transport = runtime::make_uring_transport(*ring, fd, *echo, runtime::Side::Backend);
+            echo->transport = runtime::make_uring_transport(*ring, fd, *echo, runtime::Side::Backend, g_buffer.size());
             echoes.push_back(std::move(echo));
         }
     } else {

@@ -61,16 +61,16 @@ Options pool(unsigned buffers, unsigned buffer_bytes) {
     return options;
 }
 
-// A multishot receive armed (tag 1) on one end of a socket pair; the test
-// writes to the other end.
+// A receive armed (tag 1) on one end of a socket pair, ending after
+// <limit> bytes; the test writes to the other end.
 struct Receiving {
     Loop loop;
     std::unique_ptr<Ring> ring;
     SocketPair pair;
     Recorder recorder;
 
-    explicit Receiving(const Options& options = {}) : ring(make_ring(loop, options)) {
-        ring->receive(recorder, 1, pair.fds[0]);
+    explicit Receiving(const Options& options = {}, std::uint32_t limit = 1 << 20) : ring(make_ring(loop, options)) {
+        ring->receive(recorder, 1, pair.fds[0], limit);
         loop.run_for(10);
     }
     void write_far(const std::string& data) {
@@ -197,6 +197,22 @@ TEST_CASE("uring: received bytes are held in pool buffers until taken") {
     CHECK(ring.buffers_in_kernel() == 8);
 }
 
+TEST_CASE("uring: a multishot receive ends once it took its limit") {
+    Receiving r(pool(16, 1024), 4096);
+    r.write_far(std::string(10000, 'x'));
+    REQUIRE(r.loop.run_until([&] { return r.ended(); }));
+    std::int32_t taken = 0;
+    for (const Completion& c : r.recorder.completions) taken += c.result;
+    CHECK(r.recorder.completions.back().result > 0);  // ended by the limit, not by an error
+    if (r.ring->receive_limit()) {  // Linux 6.17 or later
+        CHECK(taken >= 4096);
+        CHECK(taken <= 4096 + 1024);  // one buffer over at most
+    } else {
+        MESSAGE("this kernel has no multishot receive limit: single-shot receives");
+        CHECK(taken == 1024);
+    }
+}
+
 TEST_CASE("uring: a receive with the pool empty ends with -ENOBUFS") {
     Receiving r(pool(1, 512));
     r.write_far(std::string(2000, 'x'));
@@ -227,7 +243,7 @@ TEST_CASE("uring: the Ring's teardown cancels what is in flight and deletes its 
     auto* orphan = new Recorder;
     orphan->gone = &gone;
     orphan->last_result = &last_result;
-    ring->receive(*orphan, 1, pair.fds[0]);
+    ring->receive(*orphan, 1, pair.fds[0], 1 << 20);
     loop.run_for(10);
     ring->adopt(orphan);
     CHECK(ring->orphans() == 1);
