@@ -283,7 +283,7 @@ void Session::read_response_plain() {
     Handshake& hs = *handshake_;
     std::span<std::uint8_t> buffer = worker_.read_buffer();
     const ssize_t got = recv(backend_.fd, buffer.data(), std::min(buffer.size(), kMaxResponseHead), 0);
-    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    if (got < 0 && net::would_block(errno)) return;
     if (got <= 0) {
         release(Side::Backend);
         refuse(502, "backend closed before answering");

@@ -242,7 +242,7 @@ void Session::read_proxy_header_before_tls() {
     std::uint8_t chunk[512];
     for (;;) {
         ssize_t peeked = recv(proxy_fd_, chunk, sizeof chunk, MSG_PEEK);
-        if (peeked < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+        if (peeked < 0 && net::would_block(errno)) return;
         if (peeked <= 0) {
             record_.reason = "client closed";
             record_.close_by = "client";

@@ -20,6 +20,7 @@
 // that must write first, or an SSL_write() that must read first (TLS 1.3
 // KeyUpdate), waits for the other readiness.
 #include "runtime/transport_socket.h"
+#include "net/stream_socket.h"
 
 #include <sys/socket.h>
 
@@ -35,8 +36,6 @@
 namespace runtime {
 
 namespace {
-
-bool would_block(int error) { return error == EAGAIN || error == EWOULDBLOCK || error == EINTR; }
 
 class SocketTransport final : public Transport {
 public:
@@ -76,7 +75,7 @@ public:
             result.got = static_cast<std::size_t>(n);
         } else if (n == 0) {
             result.closed = TransportRead::kEof;
-        } else if (!would_block(errno)) {
+        } else if (!net::would_block(errno)) {
             result.closed = TransportRead::kError;
         }
         return result;
@@ -87,7 +86,7 @@ public:
         if (!pending_) {
             const ssize_t sent = ssl_ ? raw_tls::write(ssl_, data, length, tls_write_wants_read_)
                                       : ::send(fd_, data, length, MSG_NOSIGNAL | MSG_DONTWAIT);
-            if (sent < 0 && (ssl_ || !would_block(errno))) {
+            if (sent < 0 && (ssl_ || !net::would_block(errno))) {
                 fail_later();
                 return;
             }
@@ -157,7 +156,7 @@ private:
                 if (written == 0) break;
                 evbuffer_drain(pending_, static_cast<std::size_t>(written));
             }
-        } else if (evbuffer_write_atmost(pending_, fd_, static_cast<ev_ssize_t>(max_io_)) < 0 && !would_block(errno)) {
+        } else if (evbuffer_write_atmost(pending_, fd_, static_cast<ev_ssize_t>(max_io_)) < 0 && !net::would_block(errno)) {
             broken_ = true;
             return false;
         }

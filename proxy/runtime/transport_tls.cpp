@@ -1,6 +1,7 @@
 // The raw tunnel's TLS I/O (declared in transport_tls.h): an SSL session taken
 // over from its bufferevent, read and written on its socket directly.
 #include "runtime/transport_tls.h"
+#include "net/stream_socket.h"
 
 #include <sys/socket.h>
 
@@ -15,13 +16,11 @@ namespace runtime::raw_tls {
 
 namespace {
 
-bool would_block(int error) { return error == EAGAIN || error == EWOULDBLOCK || error == EINTR; }
-
 int bio_write(BIO* bio, const char* data, int length) {
     const int fd = static_cast<int>(reinterpret_cast<std::intptr_t>(BIO_get_data(bio)));
     const ssize_t n = send(fd, data, static_cast<std::size_t>(length), MSG_NOSIGNAL | MSG_DONTWAIT);
     BIO_clear_retry_flags(bio);
-    if (n < 0 && would_block(errno)) BIO_set_retry_write(bio);
+    if (n < 0 && net::would_block(errno)) BIO_set_retry_write(bio);
     return static_cast<int>(n);
 }
 
@@ -29,7 +28,7 @@ int bio_read(BIO* bio, char* data, int length) {
     const int fd = static_cast<int>(reinterpret_cast<std::intptr_t>(BIO_get_data(bio)));
     const ssize_t n = recv(fd, data, static_cast<std::size_t>(length), 0);
     BIO_clear_retry_flags(bio);
-    if (n < 0 && would_block(errno)) BIO_set_retry_read(bio);
+    if (n < 0 && net::would_block(errno)) BIO_set_retry_read(bio);
     return static_cast<int>(n);
 }
 

@@ -48,3 +48,12 @@ TEST_CASE("is_local_shortage: host shortages versus peer failures") {
     for (int error : {ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ENETUNREACH, ECONNRESET, EAFNOSUPPORT, 0})
         CHECK_FALSE(net::is_local_shortage(error));
 }
+
+TEST_CASE("would_block: retry-later errors, not failures") {
+    CHECK(net::would_block(EAGAIN));
+    CHECK(net::would_block(EWOULDBLOCK));
+    CHECK(net::would_block(EINTR));
+    CHECK_FALSE(net::would_block(ECONNRESET));
+    CHECK_FALSE(net::would_block(EPIPE));
+    CHECK_FALSE(net::would_block(0));
+}
